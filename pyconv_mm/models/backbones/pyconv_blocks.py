@@ -1,0 +1,232 @@
+"""Residual blocks and stages of PyConvResNet, shared by the 2D and 3D backbones.
+
+The blocks follow the authors' reference code (https://github.com/iduta/pyconv, MIT licence):
+the spatial convolution of a ResNet block becomes a PyConv, and the stride sits in the PyConv.
+Module names (``conv1``, ``bn1``, ..., ``downsample``) match the authors' checkpoints.
+
+Every block works in 2D (``ndim=2``: Conv2d, BN, MaxPool2d) and 3D (``ndim=3``: Conv3d, BN3d,
+MaxPool3d); ``conv_cfg`` and ``norm_cfg`` choose the 1x1 convolutions and the norms.
+"""
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.utils.checkpoint as cp
+from mmcv.cnn import build_conv_layer, build_norm_layer
+from mmengine.model import BaseModule
+from torch import nn
+
+from pyconv_mm.ops import PyConv2d, PyConv3d
+
+IntOrTuple = Union[int, Tuple[int, ...]]
+
+PYCONV_BY_NDIM = {2: PyConv2d, 3: PyConv3d}
+MAXPOOL_BY_NDIM = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
+
+
+def default_conv_norm(ndim: int, conv_cfg: Optional[dict], norm_cfg: Optional[dict]):
+    """Fill in Conv2d/BN or Conv3d/BN3d when a config leaves them out."""
+    if ndim not in PYCONV_BY_NDIM:
+        raise ValueError(f'ndim={ndim} is not supported; valid: 2 (images) or 3 (video)')
+    conv_cfg = conv_cfg or dict(type='Conv2d' if ndim == 2 else 'Conv3d')
+    norm_cfg = norm_cfg or dict(type='BN' if ndim == 2 else 'BN3d', requires_grad=True)
+    return conv_cfg, norm_cfg
+
+
+def _is_unit(stride: IntOrTuple) -> bool:
+    return all(s == 1 for s in ((stride, ) if isinstance(stride, int) else stride))
+
+
+class PyConvBlockBase(BaseModule):
+    """What bottleneck and basic blocks share: norms by name, checkpointing, residual add.
+
+    Subclasses build their layers and implement :meth:`residual`.
+    """
+    expansion = 1
+
+    def add_norm(self, index: int, channels: int) -> None:
+        name, norm = build_norm_layer(self.norm_cfg, channels, postfix=index)
+        setattr(self, f'norm{index}_name', name)
+        self.add_module(name, norm)
+
+    def norm(self, index: int) -> nn.Module:
+        return getattr(self, getattr(self, f'norm{index}_name'))
+
+    @property
+    def last_norm(self) -> nn.Module:
+        """The norm before the residual add (zeroed by ``zero_init_residual``)."""
+        raise NotImplementedError
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, *S) -> (N, C_out, *S / stride)."""
+
+        def _inner_forward(x: torch.Tensor) -> torch.Tensor:
+            identity = x if self.downsample is None else self.downsample(x)
+            return self.residual(x) + identity
+
+        if self.with_cp and x.requires_grad:
+            out = cp.checkpoint(_inner_forward, x, use_reentrant=False)
+        else:
+            out = _inner_forward(x)
+        return self.relu(out)
+
+
+class PyConvBottleneck(PyConvBlockBase):
+    """1x1 reduce, BN, ReLU, PyConv (stride), BN, ReLU, 1x1 expand, BN, add, ReLU.
+
+    Args:
+        in_channels: input channels.
+        mid_channels: width of the PyConv (64 in the first stage of PyConvResNet-50).
+        out_channels: output channels (``mid_channels * 4``; ``* 2`` for PyConvHGResNet).
+        pyramid: ``dict(kernel_sizes, groups, shares)`` of the PyConv.
+        stride: stride of the PyConv (int, or a (t, h, w) tuple in 3D).
+        dilation: dilation of every PyConv level.
+        downsample: the shortcut module, or None for identity.
+        ndim: 2 or 3.
+        with_cp: use gradient checkpointing (saves memory, costs a second forward).
+        conv_cfg / norm_cfg: configs of the 1x1 convolutions and the norms.
+    """
+    expansion = 4
+
+    def __init__(self,
+                 in_channels: int,
+                 mid_channels: int,
+                 out_channels: int,
+                 pyramid: dict,
+                 stride: IntOrTuple = 1,
+                 dilation: IntOrTuple = 1,
+                 downsample: Optional[nn.Module] = None,
+                 ndim: int = 2,
+                 with_cp: bool = False,
+                 conv_cfg: Optional[dict] = None,
+                 norm_cfg: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.conv_cfg, self.norm_cfg = default_conv_norm(ndim, conv_cfg, norm_cfg)
+        self.with_cp = with_cp
+        self.conv1 = build_conv_layer(self.conv_cfg, in_channels, mid_channels, 1, bias=False)
+        self.add_norm(1, mid_channels)
+        self.conv2 = PYCONV_BY_NDIM[ndim](
+            mid_channels, mid_channels, stride=stride, dilations=dilation, bias=False, **pyramid)
+        self.add_norm(2, mid_channels)
+        self.conv3 = build_conv_layer(self.conv_cfg, mid_channels, out_channels, 1, bias=False)
+        self.add_norm(3, out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    @property
+    def last_norm(self) -> nn.Module:
+        return self.norm(3)
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.norm(1)(self.conv1(x)))
+        out = self.relu(self.norm(2)(self.conv2(out)))
+        return self.norm(3)(self.conv3(out))
+
+
+class PyConvBasicBlock(PyConvBlockBase):
+    """PyConvResNet-18/34 block: PyConv (stride), BN, ReLU, 1x1 conv, BN, add, ReLU.
+
+    Arguments as :class:`PyConvBottleneck`; ``mid_channels`` is the PyConv width.
+    """
+    expansion = 1
+
+    def __init__(self,
+                 in_channels: int,
+                 mid_channels: int,
+                 out_channels: int,
+                 pyramid: dict,
+                 stride: IntOrTuple = 1,
+                 dilation: IntOrTuple = 1,
+                 downsample: Optional[nn.Module] = None,
+                 ndim: int = 2,
+                 with_cp: bool = False,
+                 conv_cfg: Optional[dict] = None,
+                 norm_cfg: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.conv_cfg, self.norm_cfg = default_conv_norm(ndim, conv_cfg, norm_cfg)
+        self.with_cp = with_cp
+        self.conv1 = PYCONV_BY_NDIM[ndim](
+            in_channels, mid_channels, stride=stride, dilations=dilation, bias=False, **pyramid)
+        self.add_norm(1, mid_channels)
+        self.conv2 = build_conv_layer(self.conv_cfg, mid_channels, out_channels, 1, bias=False)
+        self.add_norm(2, out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    @property
+    def last_norm(self) -> nn.Module:
+        return self.norm(2)
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.norm(1)(self.conv1(x)))
+        return self.norm(2)(self.conv2(out))
+
+
+def make_shortcut(in_channels: int,
+                  out_channels: int,
+                  stride: IntOrTuple,
+                  with_pool: bool,
+                  ndim: int = 2,
+                  conv_cfg: Optional[dict] = None,
+                  norm_cfg: Optional[dict] = None) -> Optional[nn.Module]:
+    """The shortcut of a stage's first block.
+
+    With ``with_pool`` (PyConvResNet): ``MaxPool 3x3 (stride) -> 1x1 conv -> BN`` when channels
+    change, the max pool alone when only the stride changes. The pool stays (with stride 1) when
+    a stage is dilated instead of strided, as in the authors' segmentation code.
+    Without it (ResNet): a strided ``1x1 conv -> BN`` when channels or stride change.
+
+    Returns:
+        ``nn.Sequential`` (or a bare pool), or None for an identity shortcut. Layer indices match
+        the authors' ``downsample.0`` (pool), ``downsample.1`` (conv), ``downsample.2`` (BN).
+    """
+    conv_cfg, norm_cfg = default_conv_norm(ndim, conv_cfg, norm_cfg)
+    project = in_channels != out_channels
+    if with_pool:
+        if ndim == 3:
+            t_stride = stride if isinstance(stride, int) else stride[0]
+            pool = nn.MaxPool3d((3 if t_stride > 1 else 1, 3, 3), stride=stride,
+                                padding=(1 if t_stride > 1 else 0, 1, 1))
+        else:
+            pool = nn.MaxPool2d(3, stride=stride, padding=1)
+        if not project:
+            return pool
+        return nn.Sequential(pool,
+                             build_conv_layer(conv_cfg, in_channels, out_channels, 1, bias=False),
+                             build_norm_layer(norm_cfg, out_channels)[1])
+    if not project and _is_unit(stride):
+        return None
+    return nn.Sequential(
+        build_conv_layer(conv_cfg, in_channels, out_channels, 1, stride=stride, bias=False),
+        build_norm_layer(norm_cfg, out_channels)[1])
+
+
+def make_stage(block: type,
+               num_blocks: int,
+               in_channels: int,
+               mid_channels: int,
+               out_channels: int,
+               pyramid: dict,
+               stride: IntOrTuple,
+               dilation: IntOrTuple,
+               shortcut_pool: bool,
+               ndim: int = 2,
+               **kwargs) -> nn.Sequential:
+    """A stage of ``num_blocks`` blocks; the first one strides and carries the shortcut.
+
+    ``kwargs`` (``with_cp``, ``conv_cfg``, ``norm_cfg``) go to every block.
+    """
+    shortcut_kwargs = {k: kwargs[k] for k in ('conv_cfg', 'norm_cfg') if k in kwargs}
+    downsample = make_shortcut(in_channels, out_channels, stride, shortcut_pool, ndim,
+                               **shortcut_kwargs)
+    blocks = [
+        block(in_channels if i == 0 else out_channels, mid_channels, out_channels, pyramid,
+              stride=stride if i == 0 else 1, dilation=dilation,
+              downsample=downsample if i == 0 else None, ndim=ndim, **kwargs)
+        for i in range(num_blocks)
+    ]
+    return nn.Sequential(*blocks)

@@ -1,0 +1,86 @@
+"""Pyramidal convolution (PyConv) layers for 2D images and 3D video.
+
+Design follows the authors' reference code (https://github.com/iduta/pyconv, MIT licence):
+every level is its own grouped convolution over the same input, the outputs are concatenated
+along channels in increasing kernel order.
+
+Example:
+    >>> conv = PyConv2d(64, 64, kernel_sizes=[3, 5, 7, 9], groups=[1, 4, 8, 16], stride=2)
+    >>> conv(torch.randn(2, 64, 56, 56)).shape
+    torch.Size([2, 64, 28, 28])
+"""
+from typing import List, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from .pyramid import IntOrTuple, PyramidLevel, build_pyramid
+
+
+class _PyConvNd(nn.Module):
+    """Shared body of :class:`PyConv2d` and :class:`PyConv3d`; subclasses set ``conv_cls``."""
+    conv_cls = nn.Conv2d
+    ndim = 2
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: Union[int, Sequence[int]],
+                 kernel_sizes: Sequence[IntOrTuple] = (3, ),
+                 groups: Union[int, Sequence[int]] = 1,
+                 dilations: Union[IntOrTuple, Sequence[IntOrTuple]] = 1,
+                 stride: IntOrTuple = 1,
+                 bias: bool = False,
+                 shares: Optional[Sequence[float]] = None) -> None:
+        super().__init__()
+        self.pyramid: List[PyramidLevel] = build_pyramid(
+            in_channels, out_channels, kernel_sizes, groups, dilations, shares, ndim=self.ndim)
+        self.in_channels = in_channels
+        self.out_channels = sum(level.out_channels for level in self.pyramid)
+        self.stride = stride
+        self.levels = nn.ModuleList(
+            self.conv_cls(in_channels, level.out_channels, level.kernel_size, stride=stride,
+                          padding=level.padding, dilation=level.dilation, groups=level.groups,
+                          bias=bias) for level in self.pyramid)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, *spatial) -> (N, C_out, *spatial / stride), levels concatenated in order."""
+        if len(self.levels) == 1:
+            return self.levels[0](x)
+        return torch.cat([level(x) for level in self.levels], dim=1)
+
+    def extra_repr(self) -> str:
+        levels = ', '.join(f'{"x".join(map(str, lvl.kernel_size))}/G{lvl.groups}->{lvl.out_channels}'
+                           + (f'@d{lvl.dilation[0]}' if max(lvl.dilation) > 1 else '')
+                           for lvl in self.pyramid)
+        return f'{self.in_channels}, [{levels}], stride={self.stride}'
+
+
+class PyConv2d(_PyConvNd):
+    """Pyramidal convolution over images.
+
+    Args:
+        in_channels: input channels, shared by every level.
+        out_channels: total output channels (split by ``shares``, equal by default) or the
+            output channels of each level.
+        kernel_sizes: one odd kernel size per level, e.g. ``[3, 5, 7, 9]``.
+        groups: groups per level, e.g. ``[1, 4, 8, 16]``; each must divide ``in_channels`` and
+            the level's output channels.
+        dilations: dilation per level (or one for all); padding is ``(k // 2) * dilation``.
+        stride: stride of every level.
+        bias: add a bias to every level.
+        shares: fraction of ``out_channels`` per level, e.g. ``[1/4, 1/4, 1/2]``.
+
+    Shapes:
+        input (N, in_channels, H, W) -> output (N, out_channels, ceil(H / stride), ceil(W / stride)).
+    """
+    conv_cls = nn.Conv2d
+    ndim = 2
+
+
+class PyConv3d(_PyConvNd):
+    """Pyramidal convolution over video clips; kernel sizes are time first, e.g. ``(3, 5, 5)``.
+
+    Arguments as :class:`PyConv2d`. Shapes: (N, C_in, T, H, W) -> (N, C_out, T', H', W').
+    """
+    conv_cls = nn.Conv3d
+    ndim = 3

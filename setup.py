@@ -1,0 +1,36 @@
+"""Install pyconv_mm: Pyramidal Convolution (Duta et al., 2020) for OpenMMLab 2.x."""
+import os.path as osp
+
+from setuptools import find_packages, setup
+
+
+def read_version() -> str:
+    namespace: dict = {}
+    with open(osp.join(osp.dirname(__file__), 'pyconv_mm', 'version.py')) as f:
+        exec(f.read(), namespace)
+    return namespace['__version__']
+
+
+CODEBASES = {
+    'cls': ['mmpretrain==1.2.0'],
+    'seg': ['mmsegmentation==1.2.2', 'ftfy', 'regex'],
+    'det': ['mmdet==3.3.0', 'pycocotools'],
+    'action': ['mmaction2==1.2.0'],
+}
+
+setup(
+    name='pyconv_mm',
+    version=read_version(),
+    description='Pyramidal Convolution (PyConv) backbones and heads for OpenMMLab 2.x',
+    long_description=open('README.md').read() if osp.exists('README.md') else '',
+    long_description_content_type='text/markdown',
+    license='MIT',
+    python_requires='>=3.9',
+    packages=find_packages(include=['pyconv_mm', 'pyconv_mm.*']),
+    install_requires=['torch>=1.13', 'mmengine==0.10.7', 'mmcv==2.1.0', 'numpy', 'pillow'],
+    extras_require={
+        **CODEBASES,
+        'all': sorted({req for reqs in CODEBASES.values() for req in reqs}),
+        'tests': ['pytest', 'pytest-timeout', 'hypothesis'],
+    },
+)
