@@ -1,0 +1,24 @@
+"""Fixes for upstream packages on a current machine; each removes itself once upstream is fixed.
+
+=====================  ===========================================================  ==========
+fix                    problem                                                       applies to
+=====================  ===========================================================  ==========
+``mmaction_drn``       mmaction2 wheel lacks ``localizers/drn`` (issue 2714)         mmaction2 1.2.0
+``torch_load``         torch >= 2.6 ``weights_only`` refuses mmengine checkpoints     mmengine <= 0.10.7
+=====================  ===========================================================  ==========
+
+:func:`apply_all` runs on ``import pyconv_mm``; :data:`APPLIED` tells which fixes took effect.
+"""
+from typing import Dict
+
+from . import mmaction_drn, torch_load
+
+FIXES = {'mmaction_drn': mmaction_drn, 'torch_load': torch_load}
+APPLIED: Dict[str, bool] = {}
+
+
+def apply_all() -> Dict[str, bool]:
+    """Apply every fix whose upstream problem is present; returns {fix: applied}."""
+    for name, fix in FIXES.items():
+        APPLIED[name] = fix.apply()
+    return dict(APPLIED)
