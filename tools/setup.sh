@@ -37,16 +37,17 @@ else
 fi
 PY="$VENV/bin/python"
 CONSTRAINTS="$VENV/pyconv-constraints.txt"
-# setuptools < 82 still ships pkg_resources, which mmcv's setup.py and mmengine 0.10.7 (at run time) import.
-printf 'setuptools<82\n' > "$CONSTRAINTS"
+# setuptools 77.0.3-80.8: pkg_resources (imported by mmcv's setup.py and, at run time, by mmengine 0.10.7)
+# without a deprecation warning; torch 2.14 needs >= 77.0.3.
+printf 'setuptools>=77.0.3,<80.9\n' > "$CONSTRAINTS"
 pip_() {  # pip with our constraints; drops the noise of unreadable local index folders
   "$PY" -m pip --disable-pip-version-check "$@" -c "$CONSTRAINTS" 2>&1 \
     | { grep -v "is neither a file nor a directory" || true; }
   return "${PIPESTATUS[0]}"
 }
 
-step "2/6 build tools (setuptools<82: mmcv's setup.py imports pkg_resources)"
-pip_ install -q "pip>=23" "setuptools<82" wheel ninja
+step "2/6 build tools (setuptools>=77.0.3,<80.9: mmcv's setup.py imports pkg_resources)"
+pip_ install -q "pip>=23" "setuptools>=77.0.3,<80.9" wheel ninja
 
 step "3/6 torch: $TORCH_REQ"
 TORCH_ARGS=()

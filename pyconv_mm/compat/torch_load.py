@@ -8,10 +8,13 @@ torch 2.6 made ``torch.load(weights_only=True)`` the default. mmengine 0.10.7 ca
 
 Safe loading stays on: this fix adds only mmengine's own logging classes and the numpy
 containers they hold to torch's allow-list (``torch.serialization.add_safe_globals``). A file
-that asks for anything else is still refused by torch.
+that asks for anything else is still refused by torch. ``HistoryBuffer`` pickles its statistics
+methods as ``getattr(HistoryBuffer, 'mean')``; instead of allowing the builtin ``getattr``, the
+pickled name is bound to :func:`history_buffer_getattr`, which resolves only those methods.
 Applied when torch >= 2.6 and mmengine <= 0.10.7.
 """
-from typing import List
+import pickle
+from typing import Callable, List, Tuple, Union
 
 import numpy as np
 import torch
@@ -30,10 +33,23 @@ def _numpy_globals() -> List[object]:
     return objects
 
 
-def safe_globals() -> List[object]:
+def history_buffer_getattr(obj: object, name: str) -> Callable:
+    """``getattr`` restricted to the statistics methods of mmengine's ``HistoryBuffer``."""
+    from mmengine.logging import HistoryBuffer
+    method = getattr(HistoryBuffer, name, None) if obj is HistoryBuffer else None
+    if not callable(method) or name.startswith('_'):
+        raise pickle.UnpicklingError(
+            f'weights-only load refused getattr({obj!r}, {name!r}): pyconv_mm only allows '
+            'the statistics methods of mmengine.logging.HistoryBuffer')
+    return method
+
+
+def safe_globals() -> List[Union[object, Tuple[Callable, str]]]:
     """Everything this fix adds to torch's weights-only allow-list."""
     from mmengine.logging import HistoryBuffer
-    return [HistoryBuffer] + _numpy_globals()
+    return ([HistoryBuffer] + _numpy_globals()
+            + [(history_buffer_getattr, f'{module}.getattr') for module in ('__builtin__',
+                                                                            'builtins')])
 
 
 def is_needed() -> bool:

@@ -36,6 +36,10 @@ class _PyConvNd(nn.Module):
             in_channels, out_channels, kernel_sizes, groups, dilations, shares, ndim=self.ndim)
         self.in_channels = in_channels
         self.out_channels = sum(level.out_channels for level in self.pyramid)
+        strides = (stride, ) * self.ndim if isinstance(stride, int) else tuple(stride)
+        if len(strides) != self.ndim or any(not isinstance(s, int) or s <= 0 for s in strides):
+            raise ValueError(f'PyConv: stride={stride} must be a positive int or a tuple of '
+                             f'{self.ndim} positive ints')
         self.stride = stride
         self.levels = nn.ModuleList(
             self.conv_cls(in_channels, level.out_channels, level.kernel_size, stride=stride,

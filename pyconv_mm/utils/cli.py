@@ -76,6 +76,7 @@ def enable_visualization(cfg: Config, show_dir: Optional[str], show: bool = Fals
         hook['show'] = show
         hook['wait_time'] = wait_time
         hook['out_dir'] = show_dir
+        hook['interval'] = 1
 
 
 def add_dump_metric(cfg: Config, out: str) -> None:

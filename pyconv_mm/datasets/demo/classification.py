@@ -1,6 +1,6 @@
 """Demo classification data in ImageNet folder format (mmpretrain ``CustomDataset``/``ImageNet``).
 
-Ten shape classes drawn at very different scales (radius 10%..48% of the image) over textured
+Ten shape classes drawn at very different scales (radius 14%..48% of the image) over textured
 backgrounds, one shape per image::
 
     root/train/<class>/<class>_00000.JPEG     root/val/<class>/...
@@ -19,14 +19,14 @@ from .shapes import SHAPES, distinct_color, paint, shape_mask, textured_backgrou
 class ImageNetShapes(DemoDataset):
     name = 'imagenet'
     version = 1
-    sizes = dict(train=1000, val=300)
-    image_size = 64
+    sizes = dict(train=2400, val=400)
+    image_size = 48
     classes = tuple(sorted(SHAPES))
 
     def render(self, rng: np.random.Generator, label: int) -> np.ndarray:
         size = self.image_size
         image = textured_background(rng, size, size)
-        radius = size * np.exp(rng.uniform(np.log(0.10), np.log(0.48)))
+        radius = size * np.exp(rng.uniform(np.log(0.14), np.log(0.48)))
         margin = min(radius * 0.7, size / 2)
         center = rng.uniform(margin, size - margin, 2)
         mask = shape_mask(self.classes[label], size, size, center, radius, rng.uniform(0, np.pi))

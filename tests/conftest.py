@@ -1,0 +1,52 @@
+"""Shared fixtures: the repo root, the venv's python, and running our tools as subprocesses."""
+import os
+import os.path as osp
+import subprocess
+import sys
+import tempfile
+from typing import List, Optional
+
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+PYTHON = sys.executable
+
+# Demo datasets of this test session go to a fresh folder (inherited by subprocesses).
+os.environ.setdefault('PYCONV_DEMO_DATA', tempfile.mkdtemp(prefix='pyconv_demo_'))
+os.environ.setdefault('OMP_NUM_THREADS', '2')
+
+
+def run(args: List[str], timeout: float = 600, env: Optional[dict] = None,
+        cwd: str = ROOT, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command; on failure show its output in the assertion message."""
+    proc = subprocess.run(args, cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'command failed ({proc.returncode}): {" ".join(args)}\n'
+                             f'{proc.stdout[-6000:]}')
+    return proc
+
+
+def run_python(code: str, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter (a clean import state)."""
+    return run([PYTHON, '-c', code], **kwargs)
+
+
+def tool(name: str) -> str:
+    return osp.join(ROOT, 'tools', name)
+
+
+def config(path: str) -> str:
+    return osp.join(ROOT, 'configs', path)
+
+
+def upstream_tool(package: str, name: str) -> str:
+    """A tool shipped inside an installed codebase (``<package>/.mim/tools/<name>``)."""
+    import importlib.util
+    spec = importlib.util.find_spec(package)
+    return osp.join(list(spec.submodule_search_locations)[0], '.mim', 'tools', name)
+
+
+@pytest.fixture(scope='session')
+def demo_cache() -> str:
+    return os.environ['PYCONV_DEMO_DATA']

@@ -1,0 +1,106 @@
+"""PyConv equals separate convolutions concatenated, on random shapes (hypothesis)."""
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pyconv_mm.ops import PyConv2d, PyConv3d, divisors
+
+
+def reference(x: torch.Tensor, conv, weights) -> torch.Tensor:
+    """Each level as its own functional convolution, concatenated: the definition of PyConv."""
+    op = F.conv2d if x.dim() == 4 else F.conv3d
+    outs = [op(x, w, None, conv.stride, lvl.padding, lvl.dilation, lvl.groups)
+            for lvl, w in zip(conv.pyramid, weights)]
+    return torch.cat(outs, 1)
+
+
+@st.composite
+def pyconv_cases(draw, ndim=2):
+    n_levels = draw(st.integers(1, 4))
+    in_channels = draw(st.sampled_from([4, 8, 12, 16, 32]))
+    widths = [draw(st.sampled_from([2, 4, 8])) for _ in range(n_levels)]
+    groups = [draw(st.sampled_from([g for g in divisors(in_channels) if w % g == 0]))
+              for w in widths]
+    kernels = [draw(st.sampled_from([1, 3, 5, 7])) for _ in range(n_levels)]
+    if ndim == 3:
+        kernels = [(draw(st.sampled_from([1, 3])), k, k) for k in kernels]
+    dilation = draw(st.sampled_from([1, 2]))
+    stride = draw(st.sampled_from([1, 2]))
+    spatial = [draw(st.integers(5, 11)) for _ in range(ndim)]
+    batch = draw(st.integers(1, 2))
+    return dict(in_channels=in_channels, out_channels=widths, kernel_sizes=kernels,
+                groups=groups, dilations=dilation, stride=stride), (batch, in_channels, *spatial)
+
+
+def check_equivalence(conv, shape, dtype=torch.float32, channels_last=False):
+    torch.manual_seed(0)
+    conv = conv.to(dtype)
+    x = torch.randn(shape, dtype=dtype)
+    if channels_last:
+        conv = conv.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    x_ref = x.detach().clone().requires_grad_(True)
+    x.requires_grad_(True)
+    weights = [lvl.weight.detach().clone().requires_grad_(True) for lvl in conv.levels]
+    out, expected = conv(x), reference(x_ref, conv, weights)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(out, expected, **tol)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    expected.backward(grad)
+    torch.testing.assert_close(x.grad, x_ref.grad, **tol)
+    for lvl, w in zip(conv.levels, weights):
+        torch.testing.assert_close(lvl.weight.grad, w.grad, **tol)
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=pyconv_cases(), channels_last=st.booleans(), bf16=st.booleans())
+def test_pyconv2d_matches_separate_convs(case, channels_last, bf16):
+    kwargs, shape = case
+    conv = PyConv2d(**kwargs)
+    out = check_equivalence(conv, shape, torch.bfloat16 if bf16 else torch.float32, channels_last)
+    stride = kwargs['stride']
+    assert out.shape == (shape[0], sum(kwargs['out_channels']),
+                         *[(s + stride - 1) // stride for s in shape[2:]])
+
+
+@settings(max_examples=15, deadline=None)
+@given(case=pyconv_cases(ndim=3))
+def test_pyconv3d_matches_separate_convs(case):
+    kwargs, shape = case
+    check_equivalence(PyConv3d(**kwargs), shape)
+
+
+def test_paper_pyramid_shapes_and_params():
+    conv = PyConv2d(64, 64, [3, 5, 7, 9], [1, 4, 8, 16], stride=2)
+    assert conv(torch.randn(2, 64, 56, 56)).shape == (2, 64, 28, 28)
+    # Section 3, Eq. 1: each level costs FMi / G * K^2 * FMo_i weights
+    assert sum(p.numel() for p in conv.parameters()) == 64 * 16 * (9 + 25 / 4 + 49 / 8 + 81 / 16)
+    assert '9x9/G16->16' in repr(conv)
+
+
+def test_total_out_channels_and_bias():
+    conv = PyConv2d(16, 32, [3, 5, 7], [1, 4, 8], shares=[0.25, 0.25, 0.5], bias=True)
+    assert [lvl.out_channels for lvl in conv.levels] == [8, 8, 16]
+    assert all(lvl.bias is not None for lvl in conv.levels)
+
+
+def test_registered_in_mmengine_root():
+    import pyconv_mm  # noqa: F401
+    from mmengine.registry import MODELS
+    conv = MODELS.build(dict(type='PyConv2d', in_channels=8, out_channels=8,
+                             kernel_sizes=[3, 5], groups=[1, 2]))
+    assert isinstance(conv, PyConv2d)
+    assert MODELS.get('PyConv3d') is PyConv3d
+
+
+@pytest.mark.parametrize('bad, message', [(dict(in_channels=0), 'in_channels=0'),
+                                         (dict(stride=0), 'stride=0'),
+                                         (dict(stride=(1, 2, 2)), 'stride=\\(1, 2, 2\\)')])
+def test_bad_construction(bad, message):
+    kwargs = {**dict(in_channels=8, out_channels=8, kernel_sizes=[3]), **bad}
+    with pytest.raises(ValueError, match=message):
+        PyConv2d(**kwargs)

@@ -1,0 +1,56 @@
+"""Parameters and GFLOPs of models built from configs, beside the paper's numbers.
+
+    python tools/analysis/complexity.py CONFIG [CONFIG ...] [--shape 3 224 224]
+                                        [--markdown] [--json out.json] [--readme-block NAME]
+
+FLOPs are multiply-adds counted by mmengine's FlopAnalyzer on one input of the task's size
+(ImageNet 224, ADE20K 473 with the auxiliary head, COCO 300, Kinetics 16x224x224) unless
+``--shape`` (without batch) or the config's ``complexity_input_shape`` says otherwise.
+``--readme-block NAME`` rewrites the README block between
+``<!-- BEGIN generated: NAME -->`` and ``<!-- END generated: NAME -->`` with the markdown table.
+"""
+import argparse
+import json
+import os.path as osp
+import sys
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, ROOT)
+from pyconv_mm.analysis import analyze_config  # noqa: E402
+from pyconv_mm.analysis.report import format_markdown, format_text, replace_block  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('configs', nargs='+', help='config files')
+    parser.add_argument('--shape', type=int, nargs='+',
+                        help='input shape without batch, e.g. 3 224 224 or 3 16 224 224')
+    parser.add_argument('--markdown', action='store_true', help='print a markdown table')
+    parser.add_argument('--json', help='also write the results to this JSON file')
+    parser.add_argument('--readme-block', help='rewrite this generated block of README.md')
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    results = []
+    for path in args.configs:
+        print(f'analysing {path} ...', file=sys.stderr, flush=True)
+        info = analyze_config(path, shape=args.shape)
+        info['config'] = osp.relpath(osp.abspath(path), ROOT)
+        results.append(info)
+    print(format_markdown(results) if args.markdown else format_text(results))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(results, f, indent=2, default=list)
+    if args.readme_block:
+        readme = osp.join(ROOT, 'README.md')
+        with open(readme) as f:
+            text = f.read()
+        with open(readme, 'w') as f:
+            f.write(replace_block(text, args.readme_block, format_markdown(results)))
+        print(f'updated block {args.readme_block!r} of {readme}', file=sys.stderr)
+
+
+if __name__ == '__main__':
+    main()
