@@ -1,4 +1,5 @@
 """Shared fixtures: the repo root, the venv's python, and running our tools as subprocesses."""
+import functools
 import os
 import os.path as osp
 import subprocess
@@ -50,3 +51,11 @@ def upstream_tool(package: str, name: str) -> str:
 @pytest.fixture(scope='session')
 def demo_cache() -> str:
     return os.environ['PYCONV_DEMO_DATA']
+
+
+@functools.lru_cache(maxsize=None)
+def complexity(config_path: str, shape: Optional[tuple] = None) -> dict:
+    """Params/FLOPs of a config, measured once per test session."""
+    from pyconv_mm.analysis import analyze_config
+    return analyze_config(config(config_path) if not osp.isabs(config_path) else config_path,
+                          shape=shape)

@@ -9,7 +9,10 @@ fix                    problem                                                  
 =====================  ===========================================================  ==========
 
 :func:`apply_all` runs on ``import pyconv_mm``; :data:`APPLIED` tells which fixes took effect.
+``PYCONV_DISABLE_COMPAT=torch_load,cpu_distributed`` (or ``all``) turns fixes off, e.g. to
+check whether an upstream release still needs them.
 """
+import os
 from typing import Dict
 
 from . import cpu_distributed, mmaction_drn, torch_load
@@ -24,6 +27,11 @@ APPLIED: Dict[str, bool] = {}
 
 def apply_all() -> Dict[str, bool]:
     """Apply every fix whose upstream problem is present; returns {fix: applied}."""
+    disabled = {n.strip() for n in os.environ.get('PYCONV_DISABLE_COMPAT', '').split(',')}
+    unknown = disabled - set(FIXES) - {'', 'all'}
+    if unknown:
+        raise ValueError(f'PYCONV_DISABLE_COMPAT names unknown fixes {sorted(unknown)}; '
+                         f'valid: {sorted(FIXES)} or all')
     for name, fix in FIXES.items():
-        APPLIED[name] = fix.apply()
+        APPLIED[name] = False if ('all' in disabled or name in disabled) else fix.apply()
     return dict(APPLIED)

@@ -21,13 +21,14 @@ MISSING_PACKAGE = 'mmaction.models.localizers.drn'
 UPSTREAM_ISSUE = 'https://github.com/open-mmlab/mmaction2/issues/2714'
 
 
-def drn_is_missing() -> bool:
-    """True when mmaction2 is installed but its DRN localizer files are not."""
-    spec = importlib.util.find_spec('mmaction')
-    if spec is None or not spec.submodule_search_locations:
-        return False
-    root = list(spec.submodule_search_locations)[0]
-    localizers = osp.join(root, 'models', 'localizers')
+def drn_is_missing(package_dir: Optional[str] = None) -> bool:
+    """True when mmaction2 is installed (at ``package_dir``) but its DRN localizer is not."""
+    if package_dir is None:
+        spec = importlib.util.find_spec('mmaction')
+        if spec is None or not spec.submodule_search_locations:
+            return False
+        package_dir = list(spec.submodule_search_locations)[0]
+    localizers = osp.join(package_dir, 'models', 'localizers')
     return (osp.exists(osp.join(localizers, '__init__.py'))
             and not osp.exists(osp.join(localizers, 'drn', 'drn.py')))
 
