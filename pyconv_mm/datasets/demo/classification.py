@@ -18,7 +18,7 @@ from .shapes import SHAPES, distinct_color, paint, shape_mask, textured_backgrou
 
 class ImageNetShapes(DemoDataset):
     name = 'imagenet'
-    version = 1
+    version = 2
     sizes = dict(train=2400, val=400)
     image_size = 48
     classes = tuple(sorted(SHAPES))
@@ -29,7 +29,8 @@ class ImageNetShapes(DemoDataset):
         radius = size * np.exp(rng.uniform(np.log(0.14), np.log(0.48)))
         margin = min(radius * 0.7, size / 2)
         center = rng.uniform(margin, size - margin, 2)
-        mask = shape_mask(self.classes[label], size, size, center, radius, rng.uniform(0, np.pi))
+        # small rotations only: a square turned by 45 degrees would be a diamond
+        mask = shape_mask(self.classes[label], size, size, center, radius, rng.uniform(-0.3, 0.3))
         paint(image, mask, distinct_color(rng, image.reshape(-1, 3).mean(0)), rng)
         return image
 
