@@ -7,7 +7,8 @@ FLOPs are multiply-adds counted by mmengine's FlopAnalyzer on one input of the t
 (ImageNet 224, ADE20K 473 with the auxiliary head, COCO 300, Kinetics 16x224x224) unless
 ``--shape`` (without batch) or the config's ``complexity_input_shape`` says otherwise.
 ``--readme-block NAME`` rewrites the README block between
-``<!-- BEGIN generated: NAME -->`` and ``<!-- END generated: NAME -->`` with the markdown table.
+``<!-- BEGIN generated: NAME -->`` and ``<!-- END generated: NAME -->`` with the markdown table;
+``--metafile PATH`` writes OpenMMLab model-index metadata (measured FLOPs and parameters).
 """
 import argparse
 import json
@@ -17,7 +18,8 @@ import sys
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
 from pyconv_mm.analysis import analyze_config  # noqa: E402
-from pyconv_mm.analysis.report import format_markdown, format_text, replace_block  # noqa: E402
+from pyconv_mm.analysis.report import (format_markdown, format_text, metafile,  # noqa: E402
+                                       replace_block)
 
 
 def parse_args() -> argparse.Namespace:
@@ -28,6 +30,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--markdown', action='store_true', help='print a markdown table')
     parser.add_argument('--json', help='also write the results to this JSON file')
     parser.add_argument('--readme-block', help='rewrite this generated block of README.md')
+    parser.add_argument('--metafile', help='write an OpenMMLab metafile.yml for these configs')
+    parser.add_argument('--collection', default='PyConvResNet', help='metafile collection name')
+    parser.add_argument('--architecture', nargs='+', default=['PyConv', 'Residual Connection'],
+                        help='metafile collection architecture tags')
     return parser.parse_args()
 
 
@@ -50,6 +56,10 @@ def main() -> None:
         with open(readme, 'w') as f:
             f.write(replace_block(text, args.readme_block, format_markdown(results)))
         print(f'updated block {args.readme_block!r} of {readme}', file=sys.stderr)
+    if args.metafile:
+        with open(args.metafile, 'w') as f:
+            f.write(metafile(results, args.collection, args.architecture))
+        print(f'wrote {args.metafile}', file=sys.stderr)
 
 
 if __name__ == '__main__':
