@@ -27,12 +27,15 @@ ALL = tuple(CODEBASES)
 MODEL_ENTRIES: List[Tuple[str, str, Tuple[str, ...]]] = [
     ('pyconv_mm.models.backbones', 'PyConvResNet', ALL),
     ('pyconv_mm.models.backbones', 'PyConvHGResNet', ALL),
+    ('pyconv_mm.models.heads.pyconv_ph', 'PyConvPH', ('mmseg', )),
 ]
 
-#: Operators for mmengine's root registry: ``dict(type='PyConv2d', ...)`` from any scope.
-OP_ENTRIES: List[Tuple[str, str]] = [
-    ('pyconv_mm.ops', 'PyConv2d'),
-    ('pyconv_mm.ops', 'PyConv3d'),
+#: Operators for mmengine's root registry, visible from any scope: (module, attribute, name).
+#: ``PyConv`` is the ``conv_cfg`` type for mmcv's ``build_conv_layer`` / ``ConvModule``.
+OP_ENTRIES: List[Tuple[str, str, str]] = [
+    ('pyconv_mm.ops', 'PyConv2d', 'PyConv2d'),
+    ('pyconv_mm.ops', 'PyConv3d', 'PyConv3d'),
+    ('pyconv_mm.ops', 'pyconv_conv_layer', 'PyConv'),
 ]
 
 
@@ -59,9 +62,9 @@ def register_all() -> Dict[str, List[str]]:
     """Register every module into the installed codebases; returns {registry scope: names}."""
     from mmengine.registry import MODELS as ROOT_MODELS
     registered: Dict[str, List[str]] = {'mmengine': []}
-    for module_name, cls_name in OP_ENTRIES:
-        _register(ROOT_MODELS, cls_name, getattr(importlib.import_module(module_name), cls_name))
-        registered['mmengine'].append(cls_name)
+    for module_name, attribute, name in OP_ENTRIES:
+        _register(ROOT_MODELS, name, getattr(importlib.import_module(module_name), attribute))
+        registered['mmengine'].append(name)
     installed = [c for c in CODEBASES if is_installed(c)]
     for codebase in installed:
         registry = importlib.import_module(CODEBASES[codebase]).MODELS

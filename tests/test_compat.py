@@ -28,8 +28,10 @@ def test_mmaction_models_import_after_pyconv_mm():
 def test_drn_raises_a_clear_error():
     import pyconv_mm  # noqa: F401
     from mmaction.registry import MODELS
-    with pytest.raises(RuntimeError, match='DRN is unavailable.*issues/2714'):
-        MODELS.build(dict(type='DRN'))
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmaction'):
+        with pytest.raises(RuntimeError, match='DRN is unavailable.*issues/2714'):
+            MODELS.build(dict(type='DRN'))
 
 
 def test_drn_fix_stays_off_when_upstream_has_the_files(tmp_path):

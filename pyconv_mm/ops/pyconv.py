@@ -40,11 +40,26 @@ class _PyConvNd(nn.Module):
         if len(strides) != self.ndim or any(not isinstance(s, int) or s <= 0 for s in strides):
             raise ValueError(f'PyConv: stride={stride} must be a positive int or a tuple of '
                              f'{self.ndim} positive ints')
-        self.stride = stride
+        self.stride = strides
+        # attributes that mmcv's ConvModule reads from its conv
+        largest = max(self.pyramid, key=lambda lvl: lvl.kernel_size)
+        self.kernel_size = largest.kernel_size
+        self.padding = largest.padding
+        self.dilation = largest.dilation
+        self.groups = tuple(lvl.groups for lvl in self.pyramid)
+        self.transposed = False
+        self.output_padding = (0, ) * self.ndim
         self.levels = nn.ModuleList(
             self.conv_cls(in_channels, level.out_channels, level.kernel_size, stride=stride,
                           padding=level.padding, dilation=level.dilation, groups=level.groups,
                           bias=bias) for level in self.pyramid)
+
+    def init_weights(self) -> None:
+        """Kaiming-normal (fan_out, ReLU) levels and zero biases, as mmcv does for its convs."""
+        for level in self.levels:
+            nn.init.kaiming_normal_(level.weight, mode='fan_out', nonlinearity='relu')
+            if level.bias is not None:
+                nn.init.zeros_(level.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C_in, *spatial) -> (N, C_out, *spatial / stride), levels concatenated in order."""
@@ -56,7 +71,8 @@ class _PyConvNd(nn.Module):
         levels = ', '.join(f'{"x".join(map(str, lvl.kernel_size))}/G{lvl.groups}->{lvl.out_channels}'
                            + (f'@d{lvl.dilation[0]}' if max(lvl.dilation) > 1 else '')
                            for lvl in self.pyramid)
-        return f'{self.in_channels}, [{levels}], stride={self.stride}'
+        stride = self.stride[0] if len(set(self.stride)) == 1 else self.stride
+        return f'{self.in_channels}, [{levels}], stride={stride}'
 
 
 class PyConv2d(_PyConvNd):

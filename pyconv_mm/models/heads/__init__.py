@@ -1,0 +1,1 @@
+"""Heads: each imports its codebase, so import them only where it is installed."""
