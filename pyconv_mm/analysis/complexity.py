@@ -65,6 +65,8 @@ def analyze_model(model: nn.Module, scope: str,
                   shape: Optional[Sequence[int]] = None) -> Dict[str, float]:
     """``{'params', 'flops', 'gflops', 'shape'}`` of a built model on one input of ``shape``."""
     shape = tuple(shape or DEFAULT_SHAPES[scope])
+    if hasattr(model, 'module') and not hasattr(model, 'backbone'):  # a TTA wrapper
+        model = model.module
     target = _SegmentorWithAux(model) if scope == 'mmseg' else model
     with torch.no_grad():
         analyzer = FlopAnalyzer(target, (torch.randn(1, *shape), ))

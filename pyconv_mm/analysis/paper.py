@@ -44,6 +44,32 @@ PAPER: Dict[str, dict] = {
 }
 
 
+
+def _seg(params, gflops, miou=None, miou_ms=None, exact=None, source='Table 6'):
+    return dict(params=params, gflops=gflops, miou=miou, miou_ms=miou_ms, exact_params=exact,
+                source=source, dataset='ADE20K')
+
+
+PAPER.update({
+    # ADE20K at 473x473, auxiliary head included (Tables 5-6); exact counts from the authors' code
+    'pyconvsegnet_r50_ade20k': _seg(34.40, 116.84, 41.54, 42.88, 34_397_548),
+    'pyconvsegnet_pyconvr50_ade20k': _seg(33.69, 114.18, 42.08, 43.31, 33_688_236),
+    'pyconvsegnet_pyconvr50_ade20k-ms': _seg(33.69, 114.18, None, 43.31, 33_688_236),
+    'pyconvsegnet_r101_ade20k': _seg(53.39, 185.47, 42.88, 44.39, 53_389_676),
+    'pyconvsegnet_pyconvr101_ade20k': _seg(51.15, 177.29, 42.93, 44.58, 51_148_460),
+    'pyconvsegnet_r152_ade20k': _seg(69.03, 242.00, 44.04, 45.28, 69_033_324),
+    'pyconvsegnet_pyconvr152_ade20k': _seg(65.48, 229.11, 44.36, 45.64, 65_481_388),
+    'pyconvsegnet_r50-os16_ade20k': _seg(34.40, 36.08, 40.43, source='Table 5'),
+    # Table 5 head-to-head, ResNet-50
+    'fcn3x3_r50-os8_ade20k': _seg(35.42, 131.37, 37.87, source='Table 5'),
+    'aspp_r50-os8_ade20k': _seg(41.48, 151.17, 40.91, source='Table 5'),
+    'psp_r50-os8_ade20k': _seg(49.06, 165.42, 41.24, source='Table 5'),
+    'fcn3x3_r50-os16_ade20k': _seg(35.42, 39.52, 36.84, source='Table 5'),
+    'aspp_r50-os16_ade20k': _seg(41.48, 44.47, 40.34, source='Table 5'),
+    'psp_r50-os16_ade20k': _seg(49.06, 48.08, 39.75, source='Table 5'),
+})
+
+
 def paper_numbers(config_stem: str) -> dict:
     """The paper's numbers for a config (empty dict when the paper has none)."""
     return PAPER.get(config_stem, {})

@@ -12,6 +12,7 @@ FLOPs are multiply-adds counted by mmengine's FlopAnalyzer on one input of the t
 """
 import argparse
 import json
+import warnings
 import os.path as osp
 import sys
 
@@ -39,6 +40,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    warnings.filterwarnings('ignore', category=UserWarning)  # upstream deprecation chatter
     results = []
     for path in args.configs:
         print(f'analysing {path} ...', file=sys.stderr, flush=True)

@@ -17,9 +17,9 @@ Example:
 from typing import List, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from mmcv.cnn import ConvModule
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
-from mmseg.models.utils import resize
 from torch import nn
 
 PAPER_PYRAMID = dict(pyconv_kernels=(3, 5, 7, 9), pyconv_groups=(1, 4, 8, 16))
@@ -52,7 +52,8 @@ class GlobalPyConvContext(PyConvContext):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = super().forward(self.pool(x))
-        return resize(out, size=x.shape[2:], mode='bilinear', align_corners=self.align_corners)
+        return F.interpolate(out, size=x.shape[2:], mode='bilinear',
+                             align_corners=self.align_corners)
 
 
 class PyConvPH(BaseDecodeHead):

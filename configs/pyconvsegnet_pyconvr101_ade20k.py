@@ -1,0 +1,6 @@
+# PyConvSegNet with a PyConvResNet-101 backbone (output stride 8) on ADE20K (Table 6).
+_base_ = './pyconvsegnet_pyconvr50_ade20k.py'
+model = dict(
+    backbone=dict(
+        depth=101,
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/pyconvresnet101_backbone.pth')))

@@ -1,0 +1,3 @@
+# Table 5 at output stride 16: the psp head over ResNet-50 with stage 4 dilated (2) only.
+_base_ = './psp_r50-os8_ade20k.py'
+model = dict(backbone=dict(strides=(1, 2, 2, 1), dilations=(1, 1, 1, 2)))
