@@ -118,3 +118,58 @@ def infer_imagenet_arch(state: Dict[str, torch.Tensor]) -> dict:
                          '128 (PyConvHGResNet) expected')
     return dict(type='PyConvHGResNet' if width == 128 else 'PyConvResNet', depth=depths[blocks],
                 num_classes=state['fc.weight'].shape[0] if 'fc.weight' in state else None)
+
+
+#: The authors' PyConvSegNet head and auxiliary layout -> ours (mmseg EncoderDecoder with
+#: PyConvPH and FCNHead). Sequential indices skip their ReLU / pooling / dropout entries.
+SEG_PREFIXES = [
+    ('layer0.0.', 'backbone.conv1.'),
+    ('layer0.1.', 'backbone.bn1.'),
+    ('pyconvhead.local_context.layers.0.', 'decode_head.local_context.0.conv.'),
+    ('pyconvhead.local_context.layers.1.', 'decode_head.local_context.0.bn.'),
+    ('pyconvhead.local_context.layers.3.', 'decode_head.local_context.1.conv.'),
+    ('pyconvhead.local_context.layers.4.', 'decode_head.local_context.1.bn.'),
+    ('pyconvhead.local_context.layers.6.', 'decode_head.local_context.2.conv.'),
+    ('pyconvhead.local_context.layers.7.', 'decode_head.local_context.2.bn.'),
+    ('pyconvhead.global_context.features.1.', 'decode_head.global_context.0.conv.'),
+    ('pyconvhead.global_context.features.2.', 'decode_head.global_context.0.bn.'),
+    ('pyconvhead.global_context.features.4.', 'decode_head.global_context.1.conv.'),
+    ('pyconvhead.global_context.features.5.', 'decode_head.global_context.1.bn.'),
+    ('pyconvhead.global_context.features.7.', 'decode_head.global_context.2.conv.'),
+    ('pyconvhead.global_context.features.8.', 'decode_head.global_context.2.bn.'),
+    ('pyconvhead.merge_context.features.0.', 'decode_head.merge_context.conv.'),
+    ('pyconvhead.merge_context.features.1.', 'decode_head.merge_context.bn.'),
+    ('cls.1.', 'decode_head.conv_seg.'),
+    ('aux.0.', 'auxiliary_head.convs.0.conv.'),
+    ('aux.1.', 'auxiliary_head.convs.0.bn.'),
+    ('aux.4.', 'auxiliary_head.conv_seg.'),
+]
+_HEAD_LEVEL = re.compile(r'\.conv\.conv2_(\d+)\.')
+
+
+def rename_segmentation_key(key: str, pyconv_backbone: bool) -> str:
+    """One key of the authors' PyConvSegNet checkpoint -> ours (unknown keys pass through,
+    so that :func:`check_against` reports them)."""
+    for old, new in SEG_PREFIXES:
+        if key.startswith(old):
+            key = new + key[len(old):]
+            return _HEAD_LEVEL.sub(lambda m: f'.conv.levels.{int(m.group(1)) - 1}.', key)
+    if re.match(r'layer[1-4]\.', key):
+        return 'backbone.' + (rename_pyconv_levels(key) if pyconv_backbone else key)
+    return key
+
+
+def infer_segmentation_arch(state: Dict[str, torch.Tensor]) -> dict:
+    """Backbone (ResNet / PyConvResNet / PyConvHGResNet), depth and classes of an authors'
+    PyConvSegNet checkpoint."""
+    pyconv = any('.conv2.conv2_1.' in k for k in state if k.startswith('layer'))
+    arch = infer_imagenet_arch(state) if pyconv else dict(
+        type='ResNet', depth={(3, 4, 6, 3): 50, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}.get(
+            tuple(len({k.split('.')[1] for k in state if k.startswith(f'layer{i}.')})
+                  for i in range(1, 5))))
+    if arch['depth'] is None:
+        raise ValueError('blocks per stage match no ResNet depth (50, 101, 152)')
+    if 'cls.1.weight' not in state:
+        raise ValueError('no "cls.1.weight": not a PyConvSegNet checkpoint')
+    arch['num_classes'] = state['cls.1.weight'].shape[0]
+    return arch

@@ -93,3 +93,68 @@ def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
                     'running_var') else torch.randn(tensor.shape, generator=gen) * 0.1
                 tensor.copy_(values)
     return module.eval()
+
+
+def pyconv4(width):
+    """The authors' PyConv4 (3, 5, 7, 9 / G 1, 4, 8, 16), as ``conv2_1`` .. ``conv2_4``."""
+    return Levels(width, [3, 5, 7, 9], [1, 4, 8, 16], [4, 4, 4, 4], 1, 1)
+
+
+def conv_bn_relu(cin, cout, k=1):
+    return [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+
+class AuthorsPyConvHead(nn.Module):
+    """``pyconvhead``: local_context.layers, global_context.features, merge_context.features."""
+
+    def __init__(self):
+        super().__init__()
+        self.local_context = nn.Module()
+        self.local_context.layers = nn.Sequential(*conv_bn_relu(2048, 512), pyconv4(512),
+                                                  nn.BatchNorm2d(512), nn.ReLU(),
+                                                  *conv_bn_relu(512, 512))
+        self.global_context = nn.Module()
+        self.global_context.features = nn.Sequential(nn.AdaptiveAvgPool2d(9),
+                                                     *conv_bn_relu(2048, 512), pyconv4(512),
+                                                     nn.BatchNorm2d(512), nn.ReLU(),
+                                                     *conv_bn_relu(512, 512))
+        self.merge_context = nn.Module()
+        self.merge_context.features = nn.Sequential(*conv_bn_relu(1024, 256, 3))
+
+    def forward(self, x):
+        local = self.local_context.layers(x)
+        glob = torch.nn.functional.interpolate(self.global_context.features(x), x.shape[2:],
+                                               mode='bilinear', align_corners=True)
+        return self.merge_context.features(torch.cat([local, glob], 1))
+
+
+class AuthorsPyConvSegNet(nn.Module):
+    """PyConvSegNet in the authors' layout (layer0..layer4, pyconvhead, aux, cls), output
+    stride 8; ``backbone='resnet'`` uses torchvision's ResNet dilated as the authors do."""
+
+    def __init__(self, depth=50, num_classes=150, backbone='pyconvresnet'):
+        super().__init__()
+        if backbone == 'pyconvresnet':
+            net = AuthorsPyConvResNet(depth, dilated=True, with_fc=False)
+            self.layer0 = nn.Sequential(net.conv1, net.bn1, nn.ReLU())
+        else:
+            import torchvision
+            net = getattr(torchvision.models, f'resnet{depth}')()
+            for layer, d in ((net.layer3, 2), (net.layer4, 4)):
+                for name, m in layer.named_modules():
+                    if name.endswith('conv2'):
+                        m.dilation, m.padding, m.stride = (d, d), (d, d), (1, 1)
+                    elif name.endswith('downsample.0'):
+                        m.stride = (1, 1)
+            self.layer0 = nn.Sequential(net.conv1, net.bn1, nn.ReLU(), net.maxpool)
+        self.layer1, self.layer2, self.layer3, self.layer4 = (net.layer1, net.layer2, net.layer3,
+                                                              net.layer4)
+        self.pyconvhead = AuthorsPyConvHead()
+        self.aux = nn.Sequential(*conv_bn_relu(1024, 256, 3), nn.Dropout2d(0.1),
+                                 nn.Conv2d(256, num_classes, 1))
+        self.cls = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(256, num_classes, 1))
+
+    def forward(self, x):
+        """Logits of the main and auxiliary classifiers at 1/8 resolution."""
+        c3 = self.layer3(self.layer2(self.layer1(self.layer0(x))))
+        return self.cls(self.pyconvhead(self.layer4(c3))), self.aux(c3)
