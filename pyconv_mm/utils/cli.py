@@ -61,6 +61,7 @@ def enable_visualization(cfg: Config, show_dir: Optional[str], show: bool = Fals
         raise ValueError('--show/--show-dir need default_hooks.visualization in the config, '
                          'e.g. visualization=dict(type="SegVisualizationHook")')
     hook = hooks['visualization']
+    hook['interval'] = 1  # draw every test image (the hooks' default is every 50th batch)
     scope = cfg.default_scope
     if scope in ('mmseg', 'mmdet'):
         hook['draw'] = True
@@ -76,7 +77,6 @@ def enable_visualization(cfg: Config, show_dir: Optional[str], show: bool = Fals
         hook['show'] = show
         hook['wait_time'] = wait_time
         hook['out_dir'] = show_dir
-        hook['interval'] = 1
 
 
 def add_dump_metric(cfg: Config, out: str) -> None:
