@@ -29,6 +29,7 @@ MODEL_ENTRIES: List[Tuple[str, str, Tuple[str, ...]]] = [
     ('pyconv_mm.models.backbones', 'PyConvHGResNet', ALL),
     ('pyconv_mm.models.heads.pyconv_ph', 'PyConvPH', ('mmseg', )),
     ('pyconv_mm.models.heads.aspp_v3', 'DeepLabV3ASPPHead', ('mmseg', )),
+    ('pyconv_mm.models.heads.pyconv_ssd', 'PyConvSSDNeck', ('mmdet', )),
 ]
 
 #: Operators for mmengine's root registry, visible from any scope: (module, attribute, name).

@@ -69,6 +69,17 @@ PAPER.update({
     'psp_r50-os16_ade20k': _seg(49.06, 48.08, 39.75, source='Table 5'),
 })
 
+PAPER.update({
+    # COCO val2017 at 300x300 (Table 8)
+    name: dict(params=params, gflops=gflops, box_ap=ap, source='Table 8', dataset='COCO')
+    for name, params, gflops, ap in [
+        ('ssd_r50_coco', 22.89, 20.92, 26.20),
+        ('pyconvssd_pyconvr50_coco', 21.55, 19.71, 29.16),
+        ('ssd_r101_coco', 41.89, 48.45, 29.58),
+        ('pyconvssd_pyconvr101_coco', 39.01, 45.02, 31.27),
+    ]
+})
+
 
 def paper_numbers(config_stem: str) -> dict:
     """The paper's numbers for a config (empty dict when the paper has none)."""

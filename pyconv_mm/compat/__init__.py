@@ -6,6 +6,7 @@ fix                    problem                                                  
 ``mmaction_drn``       mmaction2 wheel lacks ``localizers/drn`` (issue 2714)         mmaction2 1.2.0
 ``torch_load``         torch >= 2.6 ``weights_only`` refuses mmengine checkpoints     mmengine <= 0.10.7
 ``cpu_distributed``    ``dist_train.sh`` on a machine without GPU (gloo, no device)   mmengine <= 0.10.7
+``mmdet_ssd_head``     ``SSDHead`` has no ``loss_cls``: SSD cannot predict (11780)     mmdet <= 3.3.0
 =====================  ===========================================================  ==========
 
 :func:`apply_all` runs on ``import pyconv_mm``; :data:`APPLIED` tells which fixes took effect.
@@ -15,12 +16,13 @@ check whether an upstream release still needs them.
 import os
 from typing import Dict
 
-from . import cpu_distributed, mmaction_drn, torch_load
+from . import cpu_distributed, mmaction_drn, mmdet_ssd_head, torch_load
 
 FIXES = {
     'mmaction_drn': mmaction_drn,
     'torch_load': torch_load,
     'cpu_distributed': cpu_distributed,
+    'mmdet_ssd_head': mmdet_ssd_head,
 }
 APPLIED: Dict[str, bool] = {}
 
