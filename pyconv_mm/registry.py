@@ -27,6 +27,7 @@ ALL = tuple(CODEBASES)
 MODEL_ENTRIES: List[Tuple[str, str, Tuple[str, ...]]] = [
     ('pyconv_mm.models.backbones', 'PyConvResNet', ALL),
     ('pyconv_mm.models.backbones', 'PyConvHGResNet', ALL),
+    ('pyconv_mm.models.backbones', 'PyConvResNet3D', ALL),
     ('pyconv_mm.models.heads.pyconv_ph', 'PyConvPH', ('mmseg', )),
     ('pyconv_mm.models.heads.aspp_v3', 'DeepLabV3ASPPHead', ('mmseg', )),
     ('pyconv_mm.models.heads.pyconv_ssd', 'PyConvSSDNeck', ('mmdet', )),

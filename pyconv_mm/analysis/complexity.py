@@ -24,7 +24,7 @@ DEFAULT_SHAPES: Dict[str, Tuple[int, ...]] = {
     'mmpretrain': (3, 224, 224),
     'mmseg': (3, 473, 473),
     'mmdet': (3, 300, 300),
-    'mmaction': (3, 16, 224, 224),
+    'mmaction': (1, 3, 16, 224, 224),  # (clips, C, T, H, W): Recognizer3D takes N x clips
 }
 
 

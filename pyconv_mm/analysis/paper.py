@@ -80,6 +80,14 @@ PAPER.update({
     ]
 })
 
+PAPER.update({
+    # Kinetics-400, 16x224x224 clips, 400 classes (Table 10; top-1 = 100 - error)
+    'resnet3d50_k400': dict(params=47.00, gflops=93.26, top1=62.99, top5=84.59,
+                            exact_params=46_999_760, source='Table 10', dataset='Kinetics-400'),
+    'pyconvresnet3d50_k400': dict(params=44.91, gflops=91.81, top1=65.44, top5=86.66,
+                                  source='Table 10', dataset='Kinetics-400'),
+})
+
 
 def paper_numbers(config_stem: str) -> dict:
     """The paper's numbers for a config (empty dict when the paper has none)."""

@@ -32,7 +32,7 @@ def rows(results: Iterable[dict]) -> List[List[str]]:
             row += [f'{paper["gflops"]:.2f}', _delta(info['gflops'], paper['gflops'])]
         else:
             row += ['-', '-']
-        row.append('x'.join(map(str, info['shape'][1:])))
+        row.append('x'.join(map(str, info['shape'][-3 if len(info['shape']) > 3 else 1:])))
         table.append(row)
     return table
 

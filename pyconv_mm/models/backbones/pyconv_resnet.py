@@ -43,7 +43,53 @@ def resolve_pyramid(stage: int, pyramid: PyramidArg) -> dict:
                      'dict(kernel_sizes=[...], groups=[...], shares=[...])')
 
 
-class PyConvResNet(BaseModule):
+class BackboneConventions:
+    """OpenMMLab conventions shared by the 2D and 3D backbones (a stem ``conv1``/``norm1`` and
+    stages ``layer1..N``): ``frozen_stages``, ``norm_eval`` and ``zero_init_residual``."""
+    frozen_stages: int
+    norm_eval: bool
+    zero_init_residual: bool
+    res_layers: List[str]
+
+    @property
+    def norm1(self) -> nn.Module:
+        return getattr(self, self.norm1_name)
+
+    def _freeze_stages(self) -> None:
+        if self.frozen_stages < 0:
+            return
+        frozen = [self.conv1, self.norm1] + [getattr(self, f'layer{i}')
+                                             for i in range(1, self.frozen_stages + 1)]
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def _zero_init_residual(self) -> None:
+        for module in self.modules():
+            if isinstance(module, (PyConvBottleneck, PyConvBasicBlock)):
+                nn.init.constant_(module.last_norm.weight, 0)
+
+    def _run_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
+        outs = []
+        for i, layer_name in enumerate(self.res_layers):
+            x = getattr(self, layer_name)(x)
+            if i in self.out_indices:
+                outs.append(x)
+        return outs
+
+    def train(self, mode: bool = True):
+        """Switch to train mode, keeping frozen stages and (with ``norm_eval``) norms in eval."""
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):
+                    module.eval()
+        return self
+
+
+class PyConvResNet(BackboneConventions, BaseModule):
     """PyConvResNet backbone: a ResNet whose spatial convolutions are pyramidal.
 
     Args:
@@ -167,49 +213,12 @@ class PyConvResNet(BaseModule):
         self.feat_dim = channels
         self._freeze_stages()
 
-    @property
-    def norm1(self) -> nn.Module:
-        return getattr(self, self.norm1_name)
-
-    def _freeze_stages(self) -> None:
-        if self.frozen_stages < 0:
-            return
-        frozen = [self.conv1, self.norm1] + [getattr(self, f'layer{i}')
-                                             for i in range(1, self.frozen_stages + 1)]
-        for module in frozen:
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
-
-    def init_weights(self) -> None:
-        super().init_weights()
-        pretrained = isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained'
-        if self.zero_init_residual and not pretrained:
-            for module in self.modules():
-                if isinstance(module, (PyConvBottleneck, PyConvBasicBlock)):
-                    nn.init.constant_(module.last_norm.weight, 0)
-
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """(N, 3, H, W) -> tuple of stage outputs selected by ``out_indices``."""
         x = self.relu(self.norm1(self.conv1(x)))
         if self.maxpool is not None:
             x = self.maxpool(x)
-        outs = []
-        for i, layer_name in enumerate(self.res_layers):
-            x = getattr(self, layer_name)(x)
-            if i in self.out_indices:
-                outs.append(x)
-        return tuple(outs)
-
-    def train(self, mode: bool = True) -> 'PyConvResNet':
-        """Switch to train mode, keeping frozen stages and (with ``norm_eval``) norms in eval."""
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for module in self.modules():
-                if isinstance(module, _BatchNorm):
-                    module.eval()
-        return self
+        return tuple(self._run_stages(x))
 
 
 class PyConvHGResNet(PyConvResNet):
