@@ -12,14 +12,17 @@ Example:
 from typing import List, Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from . import algorithms
 from .pyramid import IntOrTuple, PyramidLevel, build_pyramid
 
 
 class _PyConvNd(nn.Module):
     """Shared body of :class:`PyConv2d` and :class:`PyConv3d`; subclasses set ``conv_cls``."""
     conv_cls = nn.Conv2d
+    conv_fn = staticmethod(F.conv2d)
     ndim = 2
 
     def __init__(self,
@@ -61,11 +64,36 @@ class _PyConvNd(nn.Module):
             if level.bias is not None:
                 nn.init.zeros_(level.bias)
 
+    def _run_level(self, level: nn.Module, x: torch.Tensor, algorithm: str,
+                   weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        weight = level.weight if weight is None else weight
+        if algorithm == 'dense':
+            weight = algorithms.expand_grouped_weight(weight, level.groups)
+        groups = 1 if algorithm == 'dense' else level.groups
+        return self.conv_fn(x, weight, level.bias, level.stride, level.padding, level.dilation,
+                            groups)
+
+    def _algorithm(self, level: nn.Module, x: torch.Tensor) -> str:
+        if level.groups == 1:
+            return 'native'
+        key = (type(self).__name__, tuple(x.shape), x.dtype, x.device.type,
+               x.is_contiguous(memory_format=torch.channels_last), torch.is_grad_enabled(),
+               level.in_channels, level.out_channels, level.kernel_size, level.groups,
+               level.stride, level.dilation)
+        data = x.detach()
+        return algorithms.choose(key, level.weight, {
+            name: (lambda w, name=name: self._run_level(level, data, name, w))
+            for name in algorithms.ALGORITHMS
+        })
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C_in, *spatial) -> (N, C_out, *spatial / stride), levels concatenated in order."""
-        if len(self.levels) == 1:
-            return self.levels[0](x)
-        return torch.cat([level(x) for level in self.levels], dim=1)
+        """(N, C_in, *spatial) -> (N, C_out, *spatial / stride), levels concatenated in order.
+
+        Each grouped level runs as the stock grouped convolution or as an equivalent dense one,
+        whichever is faster here (see :mod:`pyconv_mm.ops.algorithms`).
+        """
+        outs = [self._run_level(level, x, self._algorithm(level, x)) for level in self.levels]
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
 
     def extra_repr(self) -> str:
         levels = ', '.join(f'{"x".join(map(str, lvl.kernel_size))}/G{lvl.groups}->{lvl.out_channels}'
@@ -103,4 +131,5 @@ class PyConv3d(_PyConvNd):
     Arguments as :class:`PyConv2d`. Shapes: (N, C_in, T, H, W) -> (N, C_out, T', H', W').
     """
     conv_cls = nn.Conv3d
+    conv_fn = staticmethod(F.conv3d)
     ndim = 3

@@ -1,7 +1,7 @@
 """Demo video data as mmaction2 raw frames (``RawframeDataset``) with annotation lists.
 
-Six motion classes; the class is how a shape moves, not what it is. Shape, size (radius 8%..30%
-of the frame), speed and background vary per clip::
+Six motion classes; the class is how a shape moves, not what it is. Shape, size (radius 8%..25%
+of the frame), speed and background vary per clip; the shape stays in the frame::
 
     root/rawframes/train/clip_00000/img_00001.jpg ...   root/train_list.txt
     root/rawframes/val/clip_00000/img_00001.jpg ...     root/val_list.txt
@@ -22,8 +22,8 @@ ASYMMETRIC_SHAPES = ('triangle', 'bar', 'ellipse', 'star')
 
 class KineticsMotions(DemoDataset):
     name = 'kinetics'
-    version = 1
-    sizes = dict(train=240, val=60)
+    version = 2
+    sizes = dict(train=480, val=60)
     image_size = 48
     num_frames = 24
 
@@ -32,20 +32,23 @@ class KineticsMotions(DemoDataset):
         size, motion = self.image_size, DEMO_CLASSES[label]
         background = textured_background(rng, size, size)
         kind = ASYMMETRIC_SHAPES[rng.integers(len(ASYMMETRIC_SHAPES))]
-        radius = size * rng.uniform(0.08, 0.3)
+        radius = size * rng.uniform(0.08, 0.25)
         color = distinct_color(rng, background.reshape(-1, 3).mean(0))
-        speed = rng.uniform(0.6, 2.0) * size / 48  # pixels per frame
-        direction = dict(move_left=(-1, 0), move_right=(1, 0), move_up=(0, -1),
-                         move_down=(0, 1)).get(motion, (0, 0))
-        travel = np.array(direction) * speed * (self.num_frames - 1)
-        start = np.array([rng.uniform(radius, size - radius) for _ in range(2)])
-        start -= np.clip(start + travel, radius * 0.5, size - radius * 0.5) - (start + travel)
+        direction = np.array(dict(move_left=(-1, 0), move_right=(1, 0), move_up=(0, -1),
+                                  move_down=(0, 1)).get(motion, (0, 0)), float)
+        # the whole path stays inside the frame: travel <= size - 2 * radius
+        speed = min(rng.uniform(0.5, 1.5) * size / 48, (size - 2 * radius) / (self.num_frames - 1))
+        travel = direction * speed * (self.num_frames - 1)
+        low = radius - np.minimum(travel, 0)
+        high = size - radius - np.maximum(travel, 0)
+        start = rng.uniform(low, np.maximum(low, high))
         angle0, spin = rng.uniform(0, np.pi), rng.choice([-1, 1]) * rng.uniform(0.12, 0.3)
+        frequency = rng.uniform(0.5, 0.8)
         frames = []
         for t in range(self.num_frames):
-            center = start + np.array(direction) * speed * t
+            center = start + direction * speed * t
             angle = angle0 + (spin * t if motion == 'rotate' else 0)
-            r = radius * (1 + 0.45 * np.sin(t * rng.uniform(0.5, 0.8)) if motion == 'pulse' else 1)
+            r = radius * (1 + 0.45 * np.sin(t * frequency) if motion == 'pulse' else 1)
             frame = background.copy()
             paint(frame, shape_mask(kind, size, size, center, r, angle), color, rng)
             frames.append(frame)
