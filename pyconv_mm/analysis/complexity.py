@@ -10,7 +10,7 @@ Example:
     (24847720, 3.88)
 """
 import os.path as osp
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.analysis import FlopAnalyzer, parameter_count
@@ -45,6 +45,22 @@ class _SegmentorWithAux(nn.Module):
         return outs
 
 
+class _DetectorWithMetas(nn.Module):
+    """An mmdet detector's tensor forward with the image metas two-stage detectors need."""
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, inputs: torch.Tensor):
+        from mmdet.structures import DetDataSample
+        height, width = inputs.shape[-2:]
+        samples = [DetDataSample(metainfo=dict(img_shape=(height, width), ori_shape=(
+            height, width), scale_factor=(1.0, 1.0), pad_shape=(height, width)))
+                   for _ in range(inputs.shape[0])]
+        return self.detector._forward(inputs, samples)
+
+
 def build_model(cfg: Config) -> nn.Module:
     """Build ``cfg.model`` through the registry of the config's codebase, in eval mode."""
     import importlib
@@ -67,13 +83,28 @@ def analyze_model(model: nn.Module, scope: str,
     shape = tuple(shape or DEFAULT_SHAPES[scope])
     if hasattr(model, 'module') and not hasattr(model, 'backbone'):  # a TTA wrapper
         model = model.module
-    target = _SegmentorWithAux(model) if scope == 'mmseg' else model
+    wrappers = dict(mmseg=_SegmentorWithAux, mmdet=_DetectorWithMetas)
+    target = wrappers[scope](model) if scope in wrappers else model
     with torch.no_grad():
         analyzer = FlopAnalyzer(target, (torch.randn(1, *shape), ))
         analyzer.unsupported_ops_warnings(False)
         analyzer.uncalled_modules_warnings(False)
         flops = analyzer.total()
     return dict(params=parameter_count(model)[''], flops=flops, gflops=flops / 1e9, shape=shape)
+
+
+def spatial_convs(model: nn.Module) -> Dict[str, List[str]]:
+    """Names of the model's PyConvs (with their pyramids) and of its remaining plain k x k
+    convolutions (k > 1), e.g. to see what a ``conv_cfg=dict(type='PyConv')`` replaced."""
+    from pyconv_mm.ops.pyconv import _PyConvNd
+    pyconvs, plain = [], []
+    for name, module in model.named_modules():
+        if isinstance(module, _PyConvNd):
+            pyconvs.append(f'{name}: {module.extra_repr()}')
+        elif isinstance(module, nn.modules.conv._ConvNd) and max(module.kernel_size) > 1:
+            if not any(name.startswith(p.split(':')[0] + '.') for p in pyconvs):
+                plain.append(f'{name}: {"x".join(map(str, module.kernel_size))} conv')
+    return dict(pyconv=pyconvs, plain=plain)
 
 
 def analyze_config(path: str, shape: Optional[Sequence[int]] = None,
@@ -86,4 +117,4 @@ def analyze_config(path: str, shape: Optional[Sequence[int]] = None,
     info = analyze_model(model, cfg.default_scope, shape or cfg.get('complexity_input_shape'))
     stem = osp.splitext(osp.basename(path))[0]
     return dict(config=path, name=stem, scope=cfg.default_scope, **info,
-                paper=paper_numbers(stem))
+                paper=paper_numbers(stem), layers=spatial_convs(model))

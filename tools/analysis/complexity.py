@@ -29,6 +29,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--shape', type=int, nargs='+',
                         help='input shape without batch, e.g. 3 224 224 or 3 16 224 224')
     parser.add_argument('--markdown', action='store_true', help='print a markdown table')
+    parser.add_argument('--layers', action='store_true',
+                        help='also list the PyConv layers and the remaining plain k x k convs')
     parser.add_argument('--json', help='also write the results to this JSON file')
     parser.add_argument('--readme-block', help='rewrite this generated block of README.md')
     parser.add_argument('--metafile', help='write an OpenMMLab metafile.yml for these configs')
@@ -48,6 +50,13 @@ def main() -> None:
         info['config'] = osp.relpath(osp.abspath(path), ROOT)
         results.append(info)
     print(format_markdown(results) if args.markdown else format_text(results))
+    if args.layers:
+        for info in results:
+            layers = info['layers']
+            print(f'\n{info["name"]}: {len(layers["pyconv"])} PyConv layers, '
+                  f'{len(layers["plain"])} plain k x k convs')
+            for line in layers['pyconv'] + layers['plain']:
+                print(f'  {line}')
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(results, f, indent=2, default=list)
