@@ -3,7 +3,7 @@
 # The data are generated on first use (pyconv_mm/datasets/demo).
 #   python tools/train.py configs/demo/pyconvresnet3d_demo.py
 #   python tools/test.py configs/demo/pyconvresnet3d_demo.py \
-#       work_dirs/pyconvresnet3d_demo/epoch_40.pth
+#       work_dirs/pyconvresnet3d_demo/epoch_20.pth
 _base_ = 'mmaction::_base_/default_runtime.py'
 custom_imports = dict(imports=['pyconv_mm'], allow_failed_imports=False)
 
@@ -81,10 +81,10 @@ optim_wrapper = dict(optimizer=dict(type='AdamW', lr=2e-3, weight_decay=1e-4))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=1,
          convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', by_epoch=True, begin=1, T_max=39, eta_min=1e-5,
+    dict(type='CosineAnnealingLR', by_epoch=True, begin=1, T_max=19, eta_min=1e-5,
          convert_to_iter_based=True),
 ]
-train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=40, val_begin=1, val_interval=10)
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=20, val_begin=1, val_interval=10)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 default_hooks = dict(
