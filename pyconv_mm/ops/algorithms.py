@@ -8,8 +8,8 @@ Conv2d with 8 groups 3x slower. The dense form computes exactly the same functio
 weights are zeros) and its gradient reaches the grouped weight through the expansion.
 
 ``set_algorithm('auto' | 'native' | 'dense')`` sets the policy for all PyConvs:
-``auto`` (default) times both forms once per (level, input shape, dtype, device, memory
-format, grad mode) and keeps the faster. Levels without groups, ``torch.jit`` tracing (FLOP
+``auto`` (default) times the forward of both forms once per (level, input shape, dtype,
+device, memory format, grad mode) and keeps the faster. Levels without groups, ``torch.jit`` tracing (FLOP
 counting) and, under ``auto``, ``torch.compile`` use the native form.
 """
 import time
@@ -55,22 +55,19 @@ def expand_grouped_weight(weight: torch.Tensor, groups: int) -> torch.Tensor:
 
 def _time(run: Callable[[torch.Tensor], torch.Tensor], weight: torch.Tensor,
           repeats: int = 3) -> float:
-    """Best time of ``run(weight)``; with grad enabled, forward and backward on a detached
-    copy of the weight (the real parameters' gradients are not touched)."""
-    training = torch.is_grad_enabled()
-    probe = weight.detach().clone().requires_grad_(training)
+    """Best time of the forward ``run(weight)``. It runs without autograd, so that nothing is
+    recorded (e.g. by activation checkpointing) and no gradient is touched."""
     best = float('inf')
-    for i in range(repeats + 1):  # the first run warms up
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        out = run(probe)
-        if training:
-            out.sum().backward()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        if i:
-            best = min(best, time.perf_counter() - start)
+    with torch.no_grad():
+        for i in range(repeats + 1):  # the first run warms up
+            if weight.is_cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            run(weight)
+            if weight.is_cuda:
+                torch.cuda.synchronize()
+            if i:
+                best = min(best, time.perf_counter() - start)
     return best
 
 

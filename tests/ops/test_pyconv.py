@@ -152,5 +152,5 @@ def test_expand_grouped_weight_and_tuning_leaves_gradients_alone():
     assert torch.equal(dense[2:4, 2:4], weight[2:4]) and torch.all(dense[2:4, :2] == 0)
     conv = PyConv2d(8, 8, [3, 5], [1, 4])
     with algorithm_policy('auto'):
-        conv(torch.randn(2, 8, 9, 9, requires_grad=True))  # tunes with forward + backward
+        conv(torch.randn(2, 8, 9, 9, requires_grad=True))  # tunes (timed forwards)
     assert all(level.weight.grad is None for level in conv.levels)

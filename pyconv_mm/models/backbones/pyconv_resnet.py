@@ -213,6 +213,12 @@ class PyConvResNet(BackboneConventions, BaseModule):
         self.feat_dim = channels
         self._freeze_stages()
 
+    def init_weights(self) -> None:
+        super().init_weights()
+        pretrained = isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained'
+        if self.zero_init_residual and not pretrained:
+            self._zero_init_residual()
+
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """(N, 3, H, W) -> tuple of stage outputs selected by ``out_indices``."""
         x = self.relu(self.norm1(self.conv1(x)))

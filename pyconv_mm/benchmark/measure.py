@@ -1,0 +1,173 @@
+"""Timing and memory measurement of models, interleaved so that two models see the same
+machine state (thermal, other load) in one run.
+
+A *subject* is a named model with an input factory and a loss for training steps. Times are
+medians over ``repeats`` with the interquartile range as spread; GPU timing synchronises
+before reading the clock and turns on ``torch.backends.cudnn.benchmark``.
+"""
+import contextlib
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import torch
+from torch import nn
+
+AMP_DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+@dataclass
+class Subject:
+    """A model to benchmark. ``inputs(batch)`` makes a batch; ``loss(output)`` a scalar."""
+    name: str
+    build: Callable[[], nn.Module]
+    inputs: Callable[[int], torch.Tensor]
+    loss: Callable[[torch.Tensor], torch.Tensor] = field(
+        default=lambda out: sum(o.float().mean() for o in (out if isinstance(out, (list, tuple))
+                                                           else [out])))
+
+
+@dataclass
+class Setting:
+    device: str = 'cpu'
+    precision: str = 'fp32'
+    memory_format: str = 'nchw'
+    mode: str = 'infer'
+    batch: int = 8
+    warmup: int = 3
+    repeats: int = 10
+
+
+def _to_format(tensor: torch.Tensor, memory_format: str) -> torch.Tensor:
+    if memory_format != 'channels_last':
+        return tensor
+    fmt = torch.channels_last if tensor.dim() == 4 else torch.channels_last_3d
+    return tensor.contiguous(memory_format=fmt)
+
+
+def prepare(subject: Subject, setting: Setting):
+    """Build the model and one input batch placed as the setting asks; returns a step fn."""
+    torch.manual_seed(0)
+    model = subject.build().to(setting.device)
+    x = subject.inputs(setting.batch).to(setting.device)
+    if setting.memory_format == 'channels_last':
+        fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+        model = model.to(memory_format=fmt)
+        x = _to_format(x, setting.memory_format)
+    amp_dtype = AMP_DTYPES[setting.precision]
+    autocast = (lambda: torch.autocast(setting.device, dtype=amp_dtype)) if amp_dtype else \
+        contextlib.nullcontext
+    if setting.mode == 'infer':
+        model.eval()
+
+        def step():
+            with torch.no_grad(), autocast():
+                return model(x)
+    else:
+        model.train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+        scaler = torch.amp.GradScaler(setting.device, enabled=setting.precision == 'fp16')
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            with autocast():
+                loss = subject.loss(model(x))
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            return loss
+    return model, step
+
+
+def _sync(device: str) -> None:
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+def time_interleaved(subjects: List[Subject], setting: Setting) -> Dict[str, dict]:
+    """Median time per step of each subject, measured in turn ``repeats`` times."""
+    if setting.device.startswith('cuda'):
+        torch.backends.cudnn.benchmark = True
+    steps = {s.name: prepare(s, setting)[1] for s in subjects}
+    for step in steps.values():  # warm-up (and PyConv's algorithm tuning)
+        for _ in range(setting.warmup):
+            step()
+    _sync(setting.device)
+    times: Dict[str, List[float]] = {name: [] for name in steps}
+    for _ in range(setting.repeats):
+        for name, step in steps.items():
+            _sync(setting.device)
+            start = time.perf_counter()
+            step()
+            _sync(setting.device)
+            times[name].append(time.perf_counter() - start)
+    results = {}
+    for name, values in times.items():
+        quartiles = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
+        median = statistics.median(values)
+        results[name] = dict(median_s=median, iqr_s=quartiles[2] - quartiles[0],
+                             throughput=setting.batch / median, repeats=len(values))
+    return results
+
+
+def peak_memory_bytes(subject_spec: dict, setting: Setting) -> int:
+    """Peak memory of one step beyond the process's state before the model was built.
+
+    CUDA: ``torch.cuda.max_memory_allocated``. CPU: the rise of the process's maximum
+    resident set size, measured in a fresh interpreter (``subject_spec`` names a registered
+    benchmark subject) so that other models do not mask it.
+    """
+    code = ('import json, sys, torch\n'
+            'from pyconv_mm.benchmark.cases import subject_from_spec\n'
+            'from pyconv_mm.benchmark.measure import Setting, memory_of_step\n'
+            f'spec = json.loads({json.dumps(json.dumps(subject_spec))})\n'
+            f'setting = Setting(**json.loads({json.dumps(json.dumps(setting.__dict__))}))\n'
+            'print("PEAK", memory_of_step(subject_from_spec(spec), setting))\n')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env)
+    for line in out.stdout.splitlines():
+        if line.startswith('PEAK '):
+            return int(line.split()[1])
+    raise RuntimeError(f'memory measurement failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}')
+
+
+def memory_of_step(subject: Subject, setting: Setting) -> int:
+    """Run in a fresh process: bytes of peak memory that building and stepping added."""
+    gc.collect()
+    if setting.device.startswith('cuda'):
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    else:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    _, step = prepare(subject, setting)
+    for _ in range(2):  # the second step holds optimizer state
+        step()
+    if setting.device.startswith('cuda'):
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    info = dict(python=platform.python_version(), torch=torch.__version__,
+                threads=torch.get_num_threads(), cpu=platform.processor() or platform.machine())
+    try:
+        with open('/proc/cpuinfo') as f:
+            names = [l.split(':', 1)[1].strip() for l in f if l.startswith('model name')]
+        info['cpu'] = f'{names[0]} x {len(names)}' if names else info['cpu']
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        info['gpu'] = torch.cuda.get_device_name()
+        info['cuda'] = torch.version.cuda
+        info['cudnn'] = torch.backends.cudnn.version()
+    return info

@@ -1,0 +1,79 @@
+"""One benchmark case: time all subjects (in every memory format asked), pick each one's best
+format, and express ours against each reference as ratios."""
+from dataclasses import replace
+from typing import Dict, List
+
+from .cases import subject_from_spec
+from .measure import Setting, peak_memory_bytes, time_interleaved
+
+
+def run_case(name: str, specs: List[dict], setting: Setting, formats: List[str],
+             memory: bool = False) -> dict:
+    """Returns dict(case, setting, rows, ratios); rows hold every (subject, format) timing."""
+    subjects = {}
+    for spec in specs:
+        for fmt in formats:
+            subjects[(spec['name'], fmt)] = subject_from_spec(dict(spec,
+                                                                   name=f'{spec["name"]}|{fmt}'))
+    timings: Dict[str, dict] = {}
+    # one interleaved run per memory format (a model and its input share one format)
+    for fmt in formats:
+        batch = [s for (n, f), s in subjects.items() if f == fmt]
+        timings.update(time_interleaved(batch, replace(setting, memory_format=fmt)))
+    rows, best = [], {}
+    for spec in specs:
+        for fmt in formats:
+            t = timings[f'{spec["name"]}|{fmt}']
+            rows.append(dict(subject=spec['name'], memory_format=fmt, **t))
+        best[spec['name']] = min((r for r in rows if r['subject'] == spec['name']),
+                                 key=lambda r: r['median_s'])
+    if memory:
+        for spec in specs:
+            row = best[spec['name']]
+            row['peak_memory_bytes'] = peak_memory_bytes(
+                spec, replace(setting, memory_format=row['memory_format']))
+    ours = best[specs[0]['name']]
+    ratios = []
+    for spec in specs[1:]:
+        ref = best[spec['name']]
+        ratio = dict(ours=specs[0]['name'], reference=spec['name'],
+                     ours_format=ours['memory_format'], reference_format=ref['memory_format'],
+                     throughput_ratio=ours['throughput'] / ref['throughput'],
+                     latency_ratio=ours['median_s'] / ref['median_s'])
+        if memory:
+            ratio['memory_ratio'] = ours['peak_memory_bytes'] / ref['peak_memory_bytes']
+        ratios.append(ratio)
+    return dict(case=name, setting=setting.__dict__, formats=formats, rows=rows, ratios=ratios)
+
+
+def markdown(results: List[dict]) -> str:
+    """The README performance table."""
+    lines = ['| case | mode | precision | batch | ours (format) | reference (format) | '
+             'throughput ratio | latency ratio | peak memory ratio |',
+             '|---|---|---|---|---|---|---|---|---|']
+    for res in results:
+        s = res['setting']
+        for r in res['ratios']:
+            memory = f'{r["memory_ratio"]:.2f}x' if 'memory_ratio' in r else '-'
+            lines.append(
+                f'| {res["case"]} | {s["mode"]} | {s["precision"]} | {s["batch"]} | '
+                f'{r["ours"]} ({r["ours_format"]}) | {r["reference"]} ({r["reference_format"]}) '
+                f'| **{r["throughput_ratio"]:.2f}x** | {r["latency_ratio"]:.2f}x | {memory} |')
+    return '\n'.join(lines)
+
+
+def text(result: dict) -> str:
+    s = result['setting']
+    lines = [f'== {result["case"]}: {s["mode"]}, {s["precision"]}, {s["device"]}, '
+             f'batch {s["batch"]}, {s["repeats"]} repeats']
+    for r in result['rows']:
+        memory = (f'  peak {r["peak_memory_bytes"] / 2**20:8.0f} MiB'
+                  if 'peak_memory_bytes' in r else '')
+        lines.append(f'  {r["subject"]:<22} {r["memory_format"]:<14} '
+                     f'{1000 * r["median_s"]:9.2f} ms +- {1000 * r["iqr_s"] / 2:7.2f} '
+                     f'{r["throughput"]:9.2f} /s{memory}')
+    for r in result['ratios']:
+        extra = f', memory {r["memory_ratio"]:.2f}x' if 'memory_ratio' in r else ''
+        lines.append(f'  -> {r["ours"]} vs {r["reference"]}: throughput '
+                     f'{r["throughput_ratio"]:.3f}x, latency {r["latency_ratio"]:.3f}x{extra}')
+    return '\n'.join(lines)

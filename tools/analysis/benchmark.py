@@ -1,0 +1,104 @@
+"""Benchmark PyConv models against their baselines, interleaved in one run.
+
+    python tools/analysis/benchmark.py [--cases all | pyconvresnet50 pyconvph ...]
+        [--configs OURS.py REF.py ... --shape 3 224 224] [--device cpu|cuda]
+        [--precision fp32 bf16 fp16] [--mode infer train] [--memory-format best|nchw|channels_last]
+        [--batch N] [--warmup 3] [--repeats 10] [--threads N] [--memory]
+        [--json results.json] [--readme-block performance]
+
+Default cases: PyConvResNet-50 and PyConvHGResNet-50 vs ResNet-50 (224x224), the PyConvPH head
+vs mmseg's PSP and ASPP heads (2048x60x60, the OS8 map of a 473x473 image), PyConvResNet3D-50
+vs ResNet3D-50 (16x224x224) and a PyConv layer vs a 3x3 conv of equal FLOPs. Each reports the
+median step time (inference, or forward + backward + SGD step), its spread (IQR), throughput
+and, with ``--memory``, the peak memory of a step; ratios are ours / reference, each model in
+its best memory format with ``--memory-format best``.
+"""
+import argparse
+import json
+import os.path as osp
+import sys
+import warnings
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, ROOT)
+
+
+def parse_args() -> argparse.Namespace:
+    from pyconv_mm.benchmark import CASES
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--cases', nargs='+', default=['all'],
+                        help=f'cases to run: all or some of {sorted(CASES)}')
+    parser.add_argument('--configs', nargs='+', help='benchmark these configs instead (first '
+                        'is "ours"); needs --shape')
+    parser.add_argument('--shape', type=int, nargs='+', help='input shape without batch')
+    parser.add_argument('--device', default='cpu', help='cpu or cuda')
+    parser.add_argument('--precision', nargs='+', default=['fp32'],
+                        choices=['fp32', 'bf16', 'fp16'], help='fp32 or AMP autocast dtype')
+    parser.add_argument('--mode', nargs='+', default=['infer', 'train'],
+                        choices=['infer', 'train'])
+    parser.add_argument('--memory-format', default='best',
+                        choices=['best', 'nchw', 'channels_last'])
+    parser.add_argument('--batch', type=int, help='batch size (default: per case)')
+    parser.add_argument('--warmup', type=int, default=3)
+    parser.add_argument('--repeats', type=int, default=10)
+    parser.add_argument('--threads', type=int, help='torch CPU threads')
+    parser.add_argument('--memory', action='store_true',
+                        help='also measure the peak memory of training steps')
+    parser.add_argument('--json', help='write all results to this JSON file')
+    parser.add_argument('--readme-block', help='rewrite this generated block of README.md')
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    warnings.filterwarnings('ignore', category=UserWarning)
+    import torch
+
+    from pyconv_mm.analysis.report import replace_block
+    from pyconv_mm.benchmark import CASES, Setting, config_case, machine
+    from pyconv_mm.benchmark.runner import markdown, run_case, text
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        sys.exit('error: --device cuda but CUDA is not available')
+    if args.configs:
+        if not args.shape:
+            sys.exit('error: --configs needs --shape (input shape without batch)')
+        cases = {'configs': config_case(args.configs, args.shape)}
+    else:
+        names = sorted(CASES) if args.cases == ['all'] else args.cases
+        unknown = set(names) - set(CASES)
+        if unknown:
+            sys.exit(f'error: unknown cases {sorted(unknown)}; valid: {sorted(CASES)} or all')
+        cases = {name: CASES[name] for name in names}
+    formats = ['nchw', 'channels_last'] if args.memory_format == 'best' else [args.memory_format]
+    info = machine()
+    print(f'machine: {info}', flush=True)
+    results = []
+    for name, (specs, default_batch) in cases.items():
+        for precision in args.precision:
+            for mode in args.mode:
+                setting = Setting(device=args.device, precision=precision, mode=mode,
+                                  batch=args.batch or default_batch or 8, warmup=args.warmup,
+                                  repeats=args.repeats)
+                result = run_case(name, specs, setting, formats,
+                                  memory=args.memory and mode == 'train')
+                print(text(result), flush=True)
+                results.append(result)
+    print('\n' + markdown(results))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(dict(machine=info, results=results), f, indent=2)
+    if args.readme_block:
+        readme = osp.join(ROOT, 'README.md')
+        with open(readme) as f:
+            content = f.read()
+        table = markdown(results) + f'\n\nMeasured on {info["cpu"]}' + (
+            f', {info["gpu"]}' if 'gpu' in info else '') + (
+                f', torch {info["torch"]}, {info["threads"]} threads.')
+        with open(readme, 'w') as f:
+            f.write(replace_block(content, args.readme_block, table))
+
+
+if __name__ == '__main__':
+    main()
