@@ -67,6 +67,10 @@ class _PyConvNd(nn.Module):
     def _run_level(self, level: nn.Module, x: torch.Tensor, algorithm: str,
                    weight: Optional[torch.Tensor] = None) -> torch.Tensor:
         weight = level.weight if weight is None else weight
+        if algorithm == 'depthwise':
+            return algorithms.depthwise_grouped_conv(self.conv_fn, x, weight, level.bias,
+                                                     level.stride, level.padding,
+                                                     level.dilation, level.groups)
         if algorithm == 'dense':
             weight = algorithms.expand_grouped_weight(weight, level.groups)
         groups = 1 if algorithm == 'dense' else level.groups
@@ -74,8 +78,9 @@ class _PyConvNd(nn.Module):
                             groups)
 
     def _algorithm(self, level: nn.Module, x: torch.Tensor) -> str:
-        if level.groups == 1:
-            return 'native'
+        names = algorithms.candidates_for(level.groups, level.out_channels)
+        if len(names) == 1:
+            return names[0]
         key = (type(self).__name__, tuple(x.shape), x.dtype, x.device.type,
                x.is_contiguous(memory_format=torch.channels_last), torch.is_grad_enabled(),
                level.in_channels, level.out_channels, level.kernel_size, level.groups,
@@ -83,7 +88,7 @@ class _PyConvNd(nn.Module):
         data = x.detach()
         return algorithms.choose(key, level.weight, {
             name: (lambda w, name=name: self._run_level(level, data, name, w))
-            for name in algorithms.ALGORITHMS
+            for name in names
         })
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -63,7 +63,7 @@ def check_equivalence(conv, shape, dtype=torch.float32, channels_last=False):
     return out
 
 
-ALGORITHMS = ['auto', 'native', 'dense']  # every way of computing a level
+ALGORITHMS = ['auto', 'native', 'dense', 'depthwise']  # every way of computing a level
 
 
 @contextlib.contextmanager
@@ -135,7 +135,7 @@ def test_algorithm_policy_validation_and_tracing():
     from mmengine.analysis import FlopAnalyzer
 
     from pyconv_mm.ops import get_algorithm, set_algorithm
-    with pytest.raises(ValueError, match="'fast'; valid: auto, native, dense"):
+    with pytest.raises(ValueError, match="'fast'; valid: auto, native, dense, depthwise"):
         set_algorithm('fast')
     assert get_algorithm() == 'auto'
     conv = PyConv2d(16, 16, [3, 5], [1, 4])
