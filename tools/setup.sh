@@ -98,7 +98,6 @@ else
     echo "using cached wheel $(ls "$WHEEL_DIR"/mmcv-*.whl)"
   fi
   pip_ install -q --force-reinstall --no-deps "$WHEEL_DIR"/mmcv-*.whl
-  pip_ install -q "mmcv==$MMCV_VERSION" --no-index --find-links "$WHEEL_DIR" 2>/dev/null || true
   pip_ install -q addict mmengine==0.10.7 numpy packaging Pillow pyyaml yapf opencv-python
   echo "$KEY" > "$VENV/.mmcv-key"
 fi

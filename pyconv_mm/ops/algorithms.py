@@ -85,6 +85,15 @@ def depthwise_grouped_conv(conv_fn: Callable, x: torch.Tensor, weight: torch.Ten
     out = torch.stack(outs, 2).flatten(1, 2)
     if bias is not None:
         out = out + bias.reshape(1, -1, *([1] * len(kernel)))
+    return same_memory_format(out, x)
+
+
+def same_memory_format(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``out`` in ``like``'s memory format (channels_last stays channels_last downstream)."""
+    fmt = torch.channels_last if like.dim() == 4 else torch.channels_last_3d
+    if like.dim() in (4, 5) and like.is_contiguous(memory_format=fmt) \
+            and not like.is_contiguous():
+        return out.contiguous(memory_format=fmt)
     return out
 
 

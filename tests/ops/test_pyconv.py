@@ -154,3 +154,15 @@ def test_expand_grouped_weight_and_tuning_leaves_gradients_alone():
     with algorithm_policy('auto'):
         conv(torch.randn(2, 8, 9, 9, requires_grad=True))  # tunes (timed forwards)
     assert all(level.weight.grad is None for level in conv.levels)
+
+
+@pytest.mark.parametrize('algorithm', ALGORITHMS)
+@pytest.mark.parametrize('ndim', [2, 3])
+def test_channels_last_stays_channels_last(algorithm, ndim):
+    """A layout change inside a network would slow down every layer after it."""
+    fmt = torch.channels_last if ndim == 2 else torch.channels_last_3d
+    cls = PyConv2d if ndim == 2 else PyConv3d
+    conv = cls(16, 16, [3, 5], [1, 4]).to(memory_format=fmt)
+    x = torch.randn(2, 16, *([6] * ndim)).contiguous(memory_format=fmt)
+    with algorithm_policy(algorithm):
+        assert conv(x).is_contiguous(memory_format=fmt)
