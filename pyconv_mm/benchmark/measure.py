@@ -6,17 +6,11 @@ medians over ``repeats`` with the interquartile range as spread; GPU timing sync
 before reading the clock and turns on ``torch.backends.cudnn.benchmark``.
 """
 import contextlib
-import gc
-import json
-import os
 import platform
-import resource
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List
 
 import torch
 from torch import nn
@@ -84,6 +78,8 @@ def prepare(subject: Subject, setting: Setting):
             scaler.step(optimizer)
             scaler.update()
             return loss
+
+        step.optimizer = optimizer
     return model, step
 
 
@@ -118,42 +114,39 @@ def time_interleaved(subjects: List[Subject], setting: Setting) -> Dict[str, dic
     return results
 
 
-def peak_memory_bytes(subject_spec: dict, setting: Setting) -> int:
-    """Peak memory of one step beyond the process's state before the model was built.
+def _tensor_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
 
-    CUDA: ``torch.cuda.max_memory_allocated``. CPU: the rise of the process's maximum
-    resident set size, measured in a fresh interpreter (``subject_spec`` names a registered
-    benchmark subject) so that other models do not mask it.
+
+def peak_memory_bytes(subject: Subject, setting: Setting) -> int:
+    """Peak tensor memory of one step, with the model, its gradients and optimizer state.
+
+    CUDA: ``torch.cuda.max_memory_allocated``. CPU: the tensors that live across steps
+    (parameters, buffers, gradients, optimizer state) plus the highest point of the
+    allocations made during a step, from the profiler's memory events.
     """
-    code = ('import json, sys, torch\n'
-            'from pyconv_mm.benchmark.cases import subject_from_spec\n'
-            'from pyconv_mm.benchmark.measure import Setting, memory_of_step\n'
-            f'spec = json.loads({json.dumps(json.dumps(subject_spec))})\n'
-            f'setting = Setting(**json.loads({json.dumps(json.dumps(setting.__dict__))}))\n'
-            'print("PEAK", memory_of_step(subject_from_spec(spec), setting))\n')
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env)
-    for line in out.stdout.splitlines():
-        if line.startswith('PEAK '):
-            return int(line.split()[1])
-    raise RuntimeError(f'memory measurement failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}')
-
-
-def memory_of_step(subject: Subject, setting: Setting) -> int:
-    """Run in a fresh process: bytes of peak memory that building and stepping added."""
-    gc.collect()
-    if setting.device.startswith('cuda'):
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-    else:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    _, step = prepare(subject, setting)
-    for _ in range(2):  # the second step holds optimizer state
-        step()
+    model, step = prepare(subject, setting)
+    step()  # creates gradients and optimizer state
     if setting.device.startswith('cuda'):
         torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - before
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated()
+    resident = _tensor_bytes(list(model.parameters()) + list(model.buffers())
+                             + [p.grad for p in model.parameters()])
+    optimizer = getattr(step, 'optimizer', None)
+    if optimizer is not None:
+        resident += _tensor_bytes(v for state in optimizer.state.values()
+                                  for v in state.values())
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    running = peak = 0  # allocations (+) and frees (-) of each op itself, in time order
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        running += event.self_cpu_memory_usage
+        peak = max(peak, running)
+    return resident + peak
 
 
 def machine() -> dict:

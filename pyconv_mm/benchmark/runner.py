@@ -31,7 +31,7 @@ def run_case(name: str, specs: List[dict], setting: Setting, formats: List[str],
         for spec in specs:
             row = best[spec['name']]
             row['peak_memory_bytes'] = peak_memory_bytes(
-                spec, replace(setting, memory_format=row['memory_format']))
+                subject_from_spec(spec), replace(setting, memory_format=row['memory_format']))
     ours = best[specs[0]['name']]
     ratios = []
     for spec in specs[1:]:
@@ -67,7 +67,7 @@ def text(result: dict) -> str:
     lines = [f'== {result["case"]}: {s["mode"]}, {s["precision"]}, {s["device"]}, '
              f'batch {s["batch"]}, {s["repeats"]} repeats']
     for r in result['rows']:
-        memory = (f'  peak {r["peak_memory_bytes"] / 2**20:8.0f} MiB'
+        memory = (f"  peak {r['peak_memory_bytes'] / 2**20:9.1f} MiB"
                   if 'peak_memory_bytes' in r else '')
         lines.append(f'  {r["subject"]:<22} {r["memory_format"]:<14} '
                      f'{1000 * r["median_s"]:9.2f} ms +- {1000 * r["iqr_s"] / 2:7.2f} '

@@ -13,9 +13,10 @@ here, 2 cores, channels_last, batch 8: a 64-channel 9x9 conv with 16 groups at 5
 dense than native). Gradients reach the grouped weight through each form.
 
 ``set_algorithm('auto' | 'native' | 'dense' | 'depthwise')`` sets the policy:
-``auto`` (default) times the forward of both forms once per (level, input shape, dtype,
-device, memory format, grad mode) and keeps the faster. Levels without groups, ``torch.jit`` tracing (FLOP
-counting) and, under ``auto``, ``torch.compile`` use the native form.
+``auto`` (default) times the forms once per (level, input shape, dtype, device, memory
+format, grad mode) and keeps the fastest; when training, forward and backward are timed
+together. Levels without groups, ``torch.jit`` tracing (FLOP counting) and, under ``auto``,
+``torch.compile`` use the native form.
 """
 import time
 from typing import Callable, Dict, Optional, Tuple
@@ -106,17 +107,30 @@ def candidates_for(groups: int, out_channels: int) -> Tuple[str, ...]:
     return ALGORITHMS
 
 
-def _time(run: Callable[[torch.Tensor], torch.Tensor], weight: torch.Tensor,
-          repeats: int = 3) -> float:
-    """Best time of the forward ``run(weight)``. It runs without autograd, so that nothing is
-    recorded (e.g. by activation checkpointing) and no gradient is touched."""
+def _saved_tensor_hooks_active() -> bool:
+    """True inside activation checkpointing (or any saved-tensor hooks)."""
+    top = getattr(torch._C._autograd, '_top_saved_tensors_default_hooks', None)
+    return top is None or top(False) is not None
+
+
+def _time(run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], weight: torch.Tensor,
+          x: torch.Tensor, repeats: int = 3) -> float:
+    """Best time of ``run(x, weight)`` on detached copies (no gradient of the model is
+    touched). When training, forward and backward are timed, except under saved-tensor hooks
+    (activation checkpointing), which must not see extra tensors: then the forward alone."""
+    backward = torch.is_grad_enabled() and not _saved_tensor_hooks_active()
+    probe_w = weight.detach().requires_grad_(backward)
+    probe_x = x.detach().requires_grad_(backward)
     best = float('inf')
-    with torch.no_grad():
+    with torch.set_grad_enabled(backward):
         for i in range(repeats + 1):  # the first run warms up
             if weight.is_cuda:
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            run(weight)
+            out = run(probe_x, probe_w)
+            if backward:
+                out.backward(torch.ones_like(out))
+                probe_w.grad = probe_x.grad = None
             if weight.is_cuda:
                 torch.cuda.synchronize()
             if i:
@@ -124,11 +138,11 @@ def _time(run: Callable[[torch.Tensor], torch.Tensor], weight: torch.Tensor,
     return best
 
 
-def choose(key: Tuple, weight: torch.Tensor,
-           candidates: Dict[str, Callable[[torch.Tensor], torch.Tensor]]) -> str:
+def choose(key: Tuple, x: torch.Tensor, weight: torch.Tensor,
+           candidates: Dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]) -> str:
     """The algorithm for ``key``: the policy, or (auto) the fastest candidate, timed once.
 
-    ``candidates[name](weight)`` computes the level with ``weight``.
+    ``candidates[name](x, weight)`` computes the level.
     """
     if torch.jit.is_tracing() or torch.jit.is_scripting():
         return 'native'  # FLOP counters trace the model: they must see the grouped convs
@@ -140,5 +154,5 @@ def choose(key: Tuple, weight: torch.Tensor,
     if _compiling():
         return 'native'
     if key not in _CACHE:
-        _CACHE[key] = min(candidates, key=lambda name: _time(candidates[name], weight))
+        _CACHE[key] = min(candidates, key=lambda name: _time(candidates[name], weight, x))
     return _CACHE[key]

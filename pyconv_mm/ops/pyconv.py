@@ -85,9 +85,8 @@ class _PyConvNd(nn.Module):
                x.is_contiguous(memory_format=torch.channels_last), torch.is_grad_enabled(),
                level.in_channels, level.out_channels, level.kernel_size, level.groups,
                level.stride, level.dilation)
-        data = x.detach()
-        return algorithms.choose(key, level.weight, {
-            name: (lambda w, name=name: self._run_level(level, data, name, w))
+        return algorithms.choose(key, x, level.weight, {
+            name: (lambda data, w, name=name: self._run_level(level, data, name, w))
             for name in names
         })
 

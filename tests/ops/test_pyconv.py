@@ -166,3 +166,25 @@ def test_channels_last_stays_channels_last(algorithm, ndim):
     x = torch.randn(2, 16, *([6] * ndim)).contiguous(memory_format=fmt)
     with algorithm_policy(algorithm):
         assert conv(x).is_contiguous(memory_format=fmt)
+
+
+def test_fused_inference_form_matches():
+    from pyconv_mm.models.backbones import PyConvResNet
+    from pyconv_mm.ops import fuse_conv_bn
+    torch.manual_seed(0)
+    model = PyConvResNet(50, out_indices=(0, 3))
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.1, 0.1)
+    model.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+        fused = fuse_conv_bn(model)
+        actual = fused(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4 * e.abs().max().item())
