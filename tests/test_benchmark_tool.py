@@ -2,6 +2,8 @@
 numbers themselves belong to benchmarks, not tests)."""
 import json
 
+import pytest
+
 from conftest import PYTHON, run, tool
 
 
@@ -23,6 +25,58 @@ def test_benchmark_tool_runs_and_reports(tmp_path):
             assert ratio['memory_ratio'] > 0
 
 
+def test_benchmark_tool_keeps_an_existing_json(tmp_path):
+    out = tmp_path / 'bench.json'
+    out.write_text('{"kept": true}')
+    proc = run([PYTHON, tool('analysis/benchmark.py'), '--cases', 'pyconv_layer', '--json',
+                str(out)], check=False)
+    assert proc.returncode != 0 and 'exists; pass --overwrite' in proc.stdout
+    assert json.loads(out.read_text()) == {'kept': True}
+
+
+def test_readme_benchmark_block_is_generated_from_the_committed_runs():
+    """The README's performance table is the tool's rendering of the JSON in benchmarks/."""
+    import glob
+    import os.path as osp
+
+    from conftest import ROOT
+
+    from pyconv_mm.analysis.report import read_block
+    from pyconv_mm.benchmark.runner import merge_runs, readme_block
+    paths = sorted(glob.glob(osp.join(ROOT, 'benchmarks', '*.json')))
+    assert paths, 'no benchmark runs committed in benchmarks/'
+    runs = [json.loads(open(p).read()) for p in paths]
+    with open(osp.join(ROOT, 'README.md')) as f:
+        assert read_block(f.read(), 'benchmark') == readme_block(merge_runs(runs))
+
+
 def test_benchmark_tool_rejects_bad_cases():
     proc = run([PYTHON, tool('analysis/benchmark.py'), '--cases', 'vgg'], check=False)
     assert proc.returncode != 0 and "unknown cases ['vgg']" in proc.stdout
+
+
+@pytest.mark.parametrize('config', ['configs/demo/pyconvresnet_demo_cls.py',
+                                    'mmpretrain::resnet/resnet18_8xb32_in1k.py'])
+def test_fuse_bn_keeps_the_function_of_whole_models(config):
+    """--fuse-bn benchmarks the deployment form of each model: the same function, no BN."""
+    import torch
+
+    from pyconv_mm.benchmark import Setting
+    from pyconv_mm.benchmark.cases import subject_from_spec
+    from pyconv_mm.benchmark.measure import prepare
+    from pyconv_mm.ops import fuse_conv_bn
+    subject = subject_from_spec(dict(kind='config', name='m', config=config, shape=[3, 64, 64]))
+    model = subject.build().eval()
+    generator = torch.Generator().manual_seed(0)
+    for norm in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        for tensor, low in ((norm.weight, 0.5), (norm.bias, -0.5), (norm.running_mean, -0.5),
+                            (norm.running_var, 0.5)):
+            tensor.data.copy_(low + torch.rand(tensor.shape, generator=generator))
+    x = subject.inputs(2)
+    with torch.no_grad():
+        expected = model(x)
+        fused = fuse_conv_bn(model)
+        torch.testing.assert_close(fused(x), expected, rtol=1e-4, atol=1e-4)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    deployed, _ = prepare(subject, Setting(batch=2, fuse_bn=True))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in deployed.modules())

@@ -95,7 +95,7 @@ CASES: Dict[str, tuple] = {
         dict(kind='module', name='ASPPHead', scope='mmseg', list_input=True, shape=[2048, 60, 60],
              cfg=dict(type='ASPPHead', channels=512, dilations=(1, 12, 24, 36),
                       **_HEAD_COMMON)),
-    ], 1),
+    ], 2),  # a training step needs 2 images: PSP's 1x1 pooled map has one value per channel
     'pyconvresnet3d50': ([
         dict(kind='config', name='PyConvResNet3D-50', config='configs/pyconvresnet3d50_k400.py',
              shape=[1, 3, 16, 224, 224]),

@@ -38,6 +38,9 @@ class Setting:
     batch: int = 8
     warmup: int = 3
     repeats: int = 10
+    fuse_bn: bool = False  # inference: batch norms folded into the convolutions (deployment)
+    compile: bool = False  # torch.compile (inductor) the model
+    pyconv_algorithm: str = 'auto'  # how PyConv levels run (pyconv_mm.ops.set_algorithm)
 
 
 def _to_format(tensor: torch.Tensor, memory_format: str) -> torch.Tensor:
@@ -49,6 +52,8 @@ def _to_format(tensor: torch.Tensor, memory_format: str) -> torch.Tensor:
 
 def prepare(subject: Subject, setting: Setting):
     """Build the model and one input batch placed as the setting asks; returns a step fn."""
+    from pyconv_mm.ops import set_algorithm
+    set_algorithm(setting.pyconv_algorithm)
     torch.manual_seed(0)
     model = subject.build().to(setting.device)
     x = subject.inputs(setting.batch).to(setting.device)
@@ -61,12 +66,19 @@ def prepare(subject: Subject, setting: Setting):
         contextlib.nullcontext
     if setting.mode == 'infer':
         model.eval()
+        if setting.fuse_bn:
+            from pyconv_mm.ops import fuse_conv_bn
+            model = fuse_conv_bn(model)
+    else:
+        model.train()
+    if setting.compile:
+        model = torch.compile(model)
+    if setting.mode == 'infer':
 
         def step():
             with torch.no_grad(), autocast():
                 return model(x)
     else:
-        model.train()
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
         scaler = torch.amp.GradScaler(setting.device, enabled=setting.precision == 'fp16')
 

@@ -46,6 +46,15 @@ def run_case(name: str, specs: List[dict], setting: Setting, formats: List[str],
     return dict(case=name, setting=setting.__dict__, formats=formats, rows=rows, ratios=ratios)
 
 
+def mode_label(setting: dict) -> str:
+    """``infer``/``train``, with the model form when not the plain eager one."""
+    forms = (['BN folded'] if setting.get('fuse_bn') and setting['mode'] == 'infer' else []) \
+        + (['torch.compile'] if setting.get('compile') else []) \
+        + ([f'PyConv {setting["pyconv_algorithm"]}']
+           if setting.get('pyconv_algorithm', 'auto') != 'auto' else [])
+    return setting['mode'] + (f' ({", ".join(forms)})' if forms else '')
+
+
 def markdown(results: List[dict]) -> str:
     """The README performance table."""
     lines = ['| case | mode | precision | batch | ours (format) | reference (format) | '
@@ -56,15 +65,37 @@ def markdown(results: List[dict]) -> str:
         for r in res['ratios']:
             memory = f'{r["memory_ratio"]:.2f}x' if 'memory_ratio' in r else '-'
             lines.append(
-                f'| {res["case"]} | {s["mode"]} | {s["precision"]} | {s["batch"]} | '
+                f'| {res["case"]} | {mode_label(s)} | {s["precision"]} | {s["batch"]} | '
                 f'{r["ours"]} ({r["ours_format"]}) | {r["reference"]} ({r["reference_format"]}) '
                 f'| **{r["throughput_ratio"]:.2f}x** | {r["latency_ratio"]:.2f}x | {memory} |')
     return '\n'.join(lines)
 
 
+def merge_runs(runs: List[dict]) -> dict:
+    """One payload ``dict(machine, results)`` from the JSON of several runs of the tool, which
+    must come from the same machine (CPU or GPU model, torch version, threads)."""
+    if not runs:
+        raise ValueError('no benchmark runs to merge')
+    keys = ('cpu', 'gpu', 'torch', 'threads')
+    first = {k: runs[0]['machine'].get(k) for k in keys}
+    for run in runs[1:]:
+        other = {k: run['machine'].get(k) for k in keys}
+        if other != first:
+            raise ValueError(f'benchmark runs from different machines: {first} vs {other}')
+    return dict(machine=runs[0]['machine'], results=[r for run in runs for r in run['results']])
+
+
+def readme_block(payload: dict) -> str:
+    """The README performance block: the ratio table and the machine it was measured on."""
+    info = payload['machine']
+    where = info['cpu'] + (f', {info["gpu"]}' if 'gpu' in info else '')
+    return (markdown(payload['results']) + f'\n\nMeasured on {where}, torch {info["torch"]}, '
+            f'{info["threads"]} threads.')
+
+
 def text(result: dict) -> str:
     s = result['setting']
-    lines = [f'== {result["case"]}: {s["mode"]}, {s["precision"]}, {s["device"]}, '
+    lines = [f'== {result["case"]}: {mode_label(s)}, {s["precision"]}, {s["device"]}, '
              f'batch {s["batch"]}, {s["repeats"]} repeats']
     for r in result['rows']:
         memory = (f"  peak {r['peak_memory_bytes'] / 2**20:9.1f} MiB"

@@ -30,7 +30,7 @@ _CACHE: Dict[Tuple, str] = {}
 
 
 def set_algorithm(policy: str) -> None:
-    """Choose how grouped PyConv levels run: 'auto', 'native' or 'dense'."""
+    """Choose how grouped PyConv levels run: 'auto', 'native', 'dense' or 'depthwise'."""
     if policy not in ('auto', ) + ALGORITHMS:
         raise ValueError(f'PyConv algorithm policy {policy!r}; valid: auto, '
                          f'{", ".join(ALGORITHMS)}')

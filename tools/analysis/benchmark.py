@@ -3,8 +3,10 @@
     python tools/analysis/benchmark.py [--cases all | pyconvresnet50 pyconvph ...]
         [--configs OURS.py REF.py ... --shape 3 224 224] [--device cpu|cuda]
         [--precision fp32 bf16 fp16] [--mode infer train] [--memory-format best|nchw|channels_last]
-        [--batch N] [--warmup 3] [--repeats 10] [--threads N] [--memory]
-        [--json results.json] [--readme-block performance]
+        [--batch N] [--warmup 3] [--repeats 10] [--threads N] [--fuse-bn] [--compile]
+        [--pyconv-algorithm auto|native|dense|depthwise] [--memory]
+        [--json results.json [--overwrite]] [--readme-block benchmark]
+    python tools/analysis/benchmark.py --from-json benchmarks/*.json --readme-block benchmark
 
 Default cases: PyConvResNet-50 and PyConvHGResNet-50 vs ResNet-50 (224x224), the PyConvPH head
 vs mmseg's PSP and ASPP heads (2048x60x60, the OS8 map of a 473x473 image), PyConvResNet3D-50
@@ -42,9 +44,22 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--repeats', type=int, default=10)
     parser.add_argument('--threads', type=int, help='torch CPU threads')
+    parser.add_argument('--fuse-bn', action='store_true',
+                        help='inference: fold batch norms into the convolutions of every model '
+                        '(the deployment form)')
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile every model (inductor)')
+    parser.add_argument('--pyconv-algorithm', default='auto',
+                        choices=['auto', 'native', 'dense', 'depthwise'],
+                        help='how grouped PyConv levels run (native: stock grouped convs, as '
+                        "the authors' code; auto: the fastest form per level, timed once)")
     parser.add_argument('--memory', action='store_true',
                         help='also measure the peak memory of training steps')
     parser.add_argument('--json', help='write all results to this JSON file')
+    parser.add_argument('--from-json', nargs='+', metavar='JSON',
+                        help='measure nothing: merge the results of earlier runs (their --json '
+                        'files, same machine) for --readme-block')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing --json')
     parser.add_argument('--readme-block', help='rewrite this generated block of README.md')
     return parser.parse_args()
 
@@ -52,11 +67,36 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     warnings.filterwarnings('ignore', category=UserWarning)
+    from pyconv_mm.analysis.report import replace_block
+    from pyconv_mm.benchmark.runner import markdown, merge_runs, readme_block
+    if args.json and osp.exists(args.json) and not args.overwrite:
+        sys.exit(f'error: {args.json} exists; pass --overwrite to replace it')
+    if args.from_json:
+        runs = []
+        for path in args.from_json:
+            with open(path) as f:
+                runs.append(json.load(f))
+        payload = merge_runs(runs)
+    else:
+        payload = measure(args)
+    print('\n' + markdown(payload['results']))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(payload, f, indent=2)
+    if args.readme_block:
+        readme = osp.join(ROOT, 'README.md')
+        with open(readme) as f:
+            content = f.read()
+        with open(readme, 'w') as f:
+            f.write(replace_block(content, args.readme_block, readme_block(payload)))
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Run the cases the arguments ask for; returns dict(machine, results)."""
     import torch
 
-    from pyconv_mm.analysis.report import replace_block
     from pyconv_mm.benchmark import CASES, Setting, config_case, machine
-    from pyconv_mm.benchmark.runner import markdown, run_case, text
+    from pyconv_mm.benchmark.runner import run_case, text
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device.startswith('cuda') and not torch.cuda.is_available():
@@ -80,24 +120,14 @@ def main() -> None:
             for mode in args.mode:
                 setting = Setting(device=args.device, precision=precision, mode=mode,
                                   batch=args.batch or default_batch or 8, warmup=args.warmup,
-                                  repeats=args.repeats)
+                                  repeats=args.repeats, fuse_bn=args.fuse_bn,
+                                  compile=args.compile,
+                                  pyconv_algorithm=args.pyconv_algorithm)
                 result = run_case(name, specs, setting, formats,
                                   memory=args.memory and mode == 'train')
                 print(text(result), flush=True)
                 results.append(result)
-    print('\n' + markdown(results))
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(dict(machine=info, results=results), f, indent=2)
-    if args.readme_block:
-        readme = osp.join(ROOT, 'README.md')
-        with open(readme) as f:
-            content = f.read()
-        table = markdown(results) + f'\n\nMeasured on {info["cpu"]}' + (
-            f', {info["gpu"]}' if 'gpu' in info else '') + (
-                f', torch {info["torch"]}, {info["threads"]} threads.')
-        with open(readme, 'w') as f:
-            f.write(replace_block(content, args.readme_block, table))
+    return dict(machine=info, results=results)
 
 
 if __name__ == '__main__':
