@@ -43,11 +43,22 @@ class Setting:
     pyconv_algorithm: str = 'auto'  # how PyConv levels run (pyconv_mm.ops.set_algorithm)
 
 
+_FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
 def _to_format(tensor: torch.Tensor, memory_format: str) -> torch.Tensor:
-    if memory_format != 'channels_last':
+    """A 4D (5D) tensor in channels_last (channels_last_3d) when asked; others unchanged."""
+    if memory_format != 'channels_last' or tensor.dim() not in _FORMATS:
         return tensor
-    fmt = torch.channels_last if tensor.dim() == 4 else torch.channels_last_3d
-    return tensor.contiguous(memory_format=fmt)
+    return tensor.contiguous(memory_format=_FORMATS[tensor.dim()])
+
+
+def _model_to_format(model: nn.Module, memory_format: str) -> nn.Module:
+    """Every 4D/5D parameter and buffer in its channels-last format (``Module.to`` would apply
+    one format to both ranks, which fails for a video model with 4D buffers)."""
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        tensor.data = _to_format(tensor.data, memory_format)
+    return model
 
 
 def prepare(subject: Subject, setting: Setting):
@@ -57,10 +68,8 @@ def prepare(subject: Subject, setting: Setting):
     torch.manual_seed(0)
     model = subject.build().to(setting.device)
     x = subject.inputs(setting.batch).to(setting.device)
-    if setting.memory_format == 'channels_last':
-        fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
-        model = model.to(memory_format=fmt)
-        x = _to_format(x, setting.memory_format)
+    model = _model_to_format(model, setting.memory_format)
+    x = _to_format(x, setting.memory_format)
     amp_dtype = AMP_DTYPES[setting.precision]
     autocast = (lambda: torch.autocast(setting.device, dtype=amp_dtype)) if amp_dtype else \
         contextlib.nullcontext
