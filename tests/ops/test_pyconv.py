@@ -188,3 +188,23 @@ def test_fused_inference_form_matches():
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     for a, e in zip(actual, expected):
         torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4 * e.abs().max().item())
+
+
+def test_torch_compile_traces_one_graph_with_the_same_values():
+    """Under torch.compile the levels run in the native form inside one graph (no breaks);
+    aot_eager checks tracing and autograd without a C++ toolchain."""
+    torch.manual_seed(0)
+    conv = PyConv2d(16, 24, [3, 5, 7], [1, 4, 8], stride=2)
+    x = torch.randn(2, 16, 12, 12, requires_grad=True)
+    compiled = torch.compile(conv, backend='aot_eager', fullgraph=True)
+    with algorithm_policy('auto'):
+        out = compiled(x)
+        out.square().sum().backward()
+        grads = [x.grad.clone()] + [level.weight.grad.clone() for level in conv.levels]
+        x.grad = None
+        conv.zero_grad()
+        expected = conv(x)
+        expected.square().sum().backward()
+    torch.testing.assert_close(out, expected)
+    for got, want in zip(grads, [x.grad] + [level.weight.grad for level in conv.levels]):
+        torch.testing.assert_close(got, want)
