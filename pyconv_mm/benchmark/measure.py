@@ -81,6 +81,8 @@ def prepare(subject: Subject, setting: Setting):
     else:
         model.train()
     if setting.compile:
+        with torch.no_grad() if setting.mode == 'infer' else contextlib.nullcontext():
+            model(x)  # one eager call: PyConv levels choose their forms, compiled graphs use them
         model = torch.compile(model)
     if setting.mode == 'infer':
 

@@ -15,8 +15,9 @@ dense than native). Gradients reach the grouped weight through each form.
 ``set_algorithm('auto' | 'native' | 'dense' | 'depthwise')`` sets the policy:
 ``auto`` (default) times the forms once per (level, input shape, dtype, device, memory
 format, grad mode) and keeps the fastest; when training, forward and backward are timed
-together. Levels without groups, ``torch.jit`` tracing (FLOP counting) and, under ``auto``,
-``torch.compile`` use the native form.
+together. Levels without groups and ``torch.jit`` tracing (FLOP counting) use the native
+form. Under ``torch.compile`` with ``auto``, a level takes the form chosen by an earlier eager
+call with the same input (so run one eager batch before compiling), else the native form.
 """
 import time
 from typing import Callable, Dict, Optional, Tuple
@@ -34,8 +35,9 @@ def set_algorithm(policy: str) -> None:
     if policy not in ('auto', ) + ALGORITHMS:
         raise ValueError(f'PyConv algorithm policy {policy!r}; valid: auto, '
                          f'{", ".join(ALGORITHMS)}')
-    _POLICY['value'] = policy
-    _CACHE.clear()
+    if policy != _POLICY['value']:
+        _POLICY['value'] = policy
+        _CACHE.clear()
 
 
 def get_algorithm() -> str:
@@ -151,8 +153,8 @@ def choose(key: Tuple, x: torch.Tensor, weight: torch.Tensor,
         return policy if policy in candidates else 'native'
     if len(candidates) == 1:
         return next(iter(candidates))
-    if _compiling():
-        return 'native'
+    if _compiling():  # nothing can be timed while tracing: a choice of an eager call, or native
+        return _CACHE.get(key, 'native')
     if key not in _CACHE:
         _CACHE[key] = min(candidates, key=lambda name: _time(candidates[name], weight, x))
     return _CACHE[key]
