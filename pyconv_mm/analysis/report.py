@@ -64,6 +64,14 @@ def replace_block(text: str, name: str, content: str) -> str:
     return pattern.sub(lambda _: f'{begin}\n{content}\n{end}', text)
 
 
+def update_readme_block(readme: str, name: str, content: str) -> None:
+    """Rewrite the generated block ``name`` of the README file ``readme`` in place."""
+    with open(readme) as f:
+        text = f.read()
+    with open(readme, 'w') as f:
+        f.write(replace_block(text, name, content))
+
+
 def read_block(text: str, name: str) -> str:
     begin, end = BEGIN.format(name=name), END.format(name=name)
     match = re.search(re.escape(begin) + '\n(.*?)\n' + re.escape(end), text, re.S)

@@ -67,7 +67,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     warnings.filterwarnings('ignore', category=UserWarning)
-    from pyconv_mm.analysis.report import replace_block
+    from pyconv_mm.analysis.report import update_readme_block
     from pyconv_mm.benchmark.runner import markdown, merge_runs, readme_block
     if args.json and osp.exists(args.json) and not args.overwrite:
         sys.exit(f'error: {args.json} exists; pass --overwrite to replace it')
@@ -84,11 +84,8 @@ def main() -> None:
         with open(args.json, 'w') as f:
             json.dump(payload, f, indent=2)
     if args.readme_block:
-        readme = osp.join(ROOT, 'README.md')
-        with open(readme) as f:
-            content = f.read()
-        with open(readme, 'w') as f:
-            f.write(replace_block(content, args.readme_block, readme_block(payload)))
+        update_readme_block(osp.join(ROOT, 'README.md'), args.readme_block,
+                            readme_block(payload))
 
 
 def measure(args: argparse.Namespace) -> dict:

@@ -20,7 +20,7 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
 from pyconv_mm.analysis import analyze_config  # noqa: E402
 from pyconv_mm.analysis.report import (format_markdown, format_text, metafile,  # noqa: E402
-                                       replace_block)
+                                       update_readme_block)
 
 
 def parse_args() -> argparse.Namespace:
@@ -62,10 +62,7 @@ def main() -> None:
             json.dump(results, f, indent=2, default=list)
     if args.readme_block:
         readme = osp.join(ROOT, 'README.md')
-        with open(readme) as f:
-            text = f.read()
-        with open(readme, 'w') as f:
-            f.write(replace_block(text, args.readme_block, format_markdown(results)))
+        update_readme_block(readme, args.readme_block, format_markdown(results))
         print(f'updated block {args.readme_block!r} of {readme}', file=sys.stderr)
     if args.metafile:
         with open(args.metafile, 'w') as f:
