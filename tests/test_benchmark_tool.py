@@ -30,7 +30,7 @@ def test_benchmark_tool_keeps_an_existing_json(tmp_path):
     out.write_text('{"kept": true}')
     proc = run([PYTHON, tool('analysis/benchmark.py'), '--cases', 'pyconv_layer', '--json',
                 str(out)], check=False)
-    assert proc.returncode != 0 and 'exists; pass --overwrite' in proc.stdout
+    assert proc.returncode != 0 and 'exists; pass --force' in proc.stdout
     assert json.loads(out.read_text()) == {'kept': True}
 
 

@@ -91,13 +91,19 @@ def depthwise_grouped_conv(conv_fn: Callable, x: torch.Tensor, weight: torch.Ten
     return same_memory_format(out, x)
 
 
+def channels_last_kind(x: torch.Tensor) -> Optional[torch.memory_format]:
+    """``channels_last`` (4D) or ``channels_last_3d`` (5D) when ``x`` is laid out so (and not
+    also plain contiguous), else None."""
+    fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
+    if fmt is not None and x.is_contiguous(memory_format=fmt) and not x.is_contiguous():
+        return fmt
+    return None
+
+
 def same_memory_format(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``out`` in ``like``'s memory format (channels_last stays channels_last downstream)."""
-    fmt = torch.channels_last if like.dim() == 4 else torch.channels_last_3d
-    if like.dim() in (4, 5) and like.is_contiguous(memory_format=fmt) \
-            and not like.is_contiguous():
-        return out.contiguous(memory_format=fmt)
-    return out
+    fmt = channels_last_kind(like)
+    return out if fmt is None else out.contiguous(memory_format=fmt)
 
 
 def candidates_for(groups: int, out_channels: int) -> Tuple[str, ...]:
@@ -151,8 +157,6 @@ def choose(key: Tuple, x: torch.Tensor, weight: torch.Tensor,
     policy = _POLICY['value']
     if policy != 'auto':
         return policy if policy in candidates else 'native'
-    if len(candidates) == 1:
-        return next(iter(candidates))
     if _compiling():  # nothing can be timed while tracing: a choice of an eager call, or native
         return _CACHE.get(key, 'native')
     if key not in _CACHE:

@@ -82,7 +82,7 @@ class _PyConvNd(nn.Module):
         if len(names) == 1:
             return names[0]
         key = (type(self).__name__, tuple(x.shape), x.dtype, x.device.type,
-               x.is_contiguous(memory_format=torch.channels_last), torch.is_grad_enabled(),
+               algorithms.channels_last_kind(x), torch.is_grad_enabled(),
                level.in_channels, level.out_channels, level.kernel_size, level.groups,
                level.stride, level.dilation)
         return algorithms.choose(key, x, level.weight, {

@@ -208,3 +208,15 @@ def test_torch_compile_traces_one_graph_with_the_same_values():
     torch.testing.assert_close(out, expected)
     for got, want in zip(grads, [x.grad] + [level.weight.grad for level in conv.levels]):
         torch.testing.assert_close(got, want)
+
+
+def test_tuning_tells_3d_memory_formats_apart():
+    """A form tuned for NCTHW input is not reused for channels_last_3d input."""
+    from pyconv_mm.ops import algorithms
+    conv = PyConv3d(8, 8, [3, 5], [1, 4])
+    x = torch.randn(1, 8, 4, 6, 6)
+    with algorithm_policy('native'), algorithm_policy('auto'), torch.no_grad():
+        conv(x)
+        conv(x.contiguous(memory_format=torch.channels_last_3d))
+        formats = {key[4] for key in algorithms._CACHE}
+    assert formats == {None, torch.channels_last_3d}

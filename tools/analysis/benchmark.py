@@ -5,7 +5,7 @@
         [--precision fp32 bf16 fp16] [--mode infer train] [--memory-format best|nchw|channels_last]
         [--batch N] [--warmup 3] [--repeats 10] [--threads N] [--fuse-bn] [--compile]
         [--pyconv-algorithm auto|native|dense|depthwise] [--memory]
-        [--json results.json [--overwrite]] [--readme-block benchmark]
+        [--json results.json [--force]] [--readme-block benchmark]
     python tools/analysis/benchmark.py --from-json benchmarks/*.json --readme-block benchmark
 
 Default cases: PyConvResNet-50 and PyConvHGResNet-50 vs ResNet-50 (224x224), the PyConvPH head
@@ -59,7 +59,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--from-json', nargs='+', metavar='JSON',
                         help='measure nothing: merge the results of earlier runs (their --json '
                         'files, same machine) for --readme-block')
-    parser.add_argument('--overwrite', action='store_true', help='replace an existing --json')
+    parser.add_argument('--force', action='store_true', help='replace an existing --json')
     parser.add_argument('--readme-block', help='rewrite this generated block of README.md')
     return parser.parse_args()
 
@@ -69,8 +69,8 @@ def main() -> None:
     warnings.filterwarnings('ignore', category=UserWarning)
     from pyconv_mm.analysis.report import update_readme_block
     from pyconv_mm.benchmark.runner import markdown, merge_runs, readme_block
-    if args.json and osp.exists(args.json) and not args.overwrite:
-        sys.exit(f'error: {args.json} exists; pass --overwrite to replace it')
+    if args.json and osp.exists(args.json) and not args.force:
+        sys.exit(f'error: {args.json} exists; pass --force to replace it')
     if args.from_json:
         runs = []
         for path in args.from_json:
