@@ -14,7 +14,7 @@ from mmengine.config import DictAction
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from pyconv_mm.utils.cli import (add_dump_metric, build_runner, enable_visualization,  # noqa: E402
-                                 load_config)
+                                 finish_distributed, load_config)
 
 
 def parse_args() -> argparse.Namespace:
@@ -52,6 +52,7 @@ def main() -> None:
         add_dump_metric(cfg, args.out)
     runner = build_runner(cfg)
     runner.test()
+    finish_distributed()
 
 
 if __name__ == '__main__':

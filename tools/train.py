@@ -12,7 +12,8 @@ import sys
 from mmengine.config import DictAction
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from pyconv_mm.utils.cli import build_runner, enable_amp, load_config, set_resume  # noqa: E402
+from pyconv_mm.utils.cli import (build_runner, enable_amp, finish_distributed,  # noqa: E402
+                                 load_config, set_resume)
 
 
 def parse_args() -> argparse.Namespace:
@@ -47,6 +48,7 @@ def main() -> None:
         cfg.auto_scale_lr.enable = True
     runner = build_runner(cfg)
     runner.train()
+    finish_distributed()
 
 
 if __name__ == '__main__':

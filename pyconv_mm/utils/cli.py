@@ -106,3 +106,12 @@ def build_runner(cfg: Config):
 
 __all__ = ['load_config', 'enable_amp', 'set_resume', 'enable_visualization', 'add_dump_metric',
            'build_runner', 'ConfigDict']
+
+
+def finish_distributed() -> None:
+    """Tear the process group down before exit: left to interpreter shutdown, a gloo group's
+    threads can abort a rank ("terminate called without an active exception")."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
