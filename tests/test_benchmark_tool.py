@@ -80,3 +80,41 @@ def test_fuse_bn_keeps_the_function_of_whole_models(config):
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     deployed, _ = prepare(subject, Setting(batch=2, fuse_bn=True))
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in deployed.modules())
+
+
+def test_benchmark_breakdown_times_each_stage_of_both_models(tmp_path):
+    out = tmp_path / 'bench.json'
+    proc = run([PYTHON, tool('analysis/benchmark.py'), '--configs',
+                'configs/demo/pyconvresnet_demo_cls.py', 'mmpretrain::resnet/resnet18_8xb32_in1k.py',
+                '--shape', '3', '32', '32', '--mode', 'infer', '--batch', '1', '--warmup', '1',
+                '--repeats', '2', '--memory-format', 'nchw', '--breakdown', '2', '--json',
+                str(out)])
+    assert '| backbone.layer1 |' in proc.stdout
+    (result, ) = json.loads(out.read_text())['results']
+    (table, ) = result['breakdown']
+    rows = {row['module']: row for row in table['rows']}
+    for stage in ('backbone.layer1', 'backbone.layer4', 'head.fc'):
+        assert rows[stage]['ours_ms'] > 0 and rows[stage]['reference_ms'] > 0
+    assert rows['backbone.maxpool']['ours_ms'] is None  # PyConvResNet has no stem max-pool
+    assert rows['backbone.maxpool']['reference_ms'] > 0
+
+
+def test_benchmark_breakdown_rejects_a_negative_depth():
+    proc = run([PYTHON, tool('analysis/benchmark.py'), '--cases', 'pyconv_layer',
+                '--breakdown', '-1'], check=False)
+    assert proc.returncode != 0 and '--breakdown -1: give a depth >= 1' in proc.stdout
+
+
+def test_readme_breakdown_block_is_generated_from_the_committed_runs():
+    import glob
+    import os.path as osp
+
+    from conftest import ROOT
+
+    from pyconv_mm.analysis.report import read_block
+    from pyconv_mm.benchmark.runner import breakdown_block, merge_runs
+    paths = sorted(glob.glob(osp.join(ROOT, 'benchmarks', 'breakdown', '*.json')))
+    assert paths, 'no breakdown runs committed in benchmarks/breakdown/'
+    runs = [json.loads(open(p).read()) for p in paths]
+    with open(osp.join(ROOT, 'README.md')) as f:
+        assert read_block(f.read(), 'breakdown') == breakdown_block(merge_runs(runs))

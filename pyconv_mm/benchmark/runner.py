@@ -3,13 +3,18 @@ format, and express ours against each reference as ratios."""
 from dataclasses import replace
 from typing import Dict, List
 
+from .breakdown import breakdown_markdown, breakdown_rows, module_times
 from .cases import subject_from_spec
 from .measure import Setting, peak_memory_bytes, time_interleaved
 
 
 def run_case(name: str, specs: List[dict], setting: Setting, formats: List[str],
-             memory: bool = False) -> dict:
-    """Returns dict(case, setting, rows, ratios); rows hold every (subject, format) timing."""
+             memory: bool = False, breakdown: int = 0) -> dict:
+    """Returns dict(case, setting, rows, ratios); rows hold every (subject, format) timing.
+
+    ``breakdown=d`` (eager inference only) adds the forward time of every module ``d`` levels
+    down, for each model in its best format (see :mod:`pyconv_mm.benchmark.breakdown`).
+    """
     subjects = {}
     for spec in specs:
         for fmt in formats:
@@ -43,7 +48,17 @@ def run_case(name: str, specs: List[dict], setting: Setting, formats: List[str],
         if memory:
             ratio['memory_ratio'] = ours['peak_memory_bytes'] / ref['peak_memory_bytes']
         ratios.append(ratio)
-    return dict(case=name, setting=setting.__dict__, formats=formats, rows=rows, ratios=ratios)
+    result = dict(case=name, setting=setting.__dict__, formats=formats, rows=rows, ratios=ratios)
+    if breakdown and setting.mode == 'infer' and not setting.compile:
+        pairs = [(subject_from_spec(spec),
+                  replace(setting, memory_format=best[spec['name']]['memory_format']))
+                 for spec in specs]
+        times = module_times(pairs, breakdown)
+        result['breakdown'] = [
+            dict(ours=r['ours'], reference=r['reference'], ours_format=r['ours_format'],
+                 reference_format=r['reference_format'], depth=breakdown,
+                 rows=breakdown_rows(times, r['ours'], r['reference'])) for r in ratios]
+    return result
 
 
 def mode_label(setting: dict) -> str:
@@ -85,12 +100,26 @@ def merge_runs(runs: List[dict]) -> dict:
     return dict(machine=runs[0]['machine'], results=[r for run in runs for r in run['results']])
 
 
+def _measured_on(info: dict) -> str:
+    where = info['cpu'] + (f', {info["gpu"]}' if 'gpu' in info else '')
+    return f'Measured on {where}, torch {info["torch"]}, {info["threads"]} threads.'
+
+
 def readme_block(payload: dict) -> str:
     """The README performance block: the ratio table and the machine it was measured on."""
-    info = payload['machine']
-    where = info['cpu'] + (f', {info["gpu"]}' if 'gpu' in info else '')
-    return (markdown(payload['results']) + f'\n\nMeasured on {where}, torch {info["torch"]}, '
-            f'{info["threads"]} threads.')
+    return markdown(payload['results']) + '\n\n' + _measured_on(payload['machine'])
+
+
+def breakdown_block(payload: dict) -> str:
+    """The README block of the per-module breakdowns in ``payload`` and their machine."""
+    tables = [breakdown_markdown(r) for r in payload['results'] if r.get('breakdown')]
+    if not tables:
+        raise ValueError('no breakdown in these benchmark runs: measure with --breakdown DEPTH')
+    return '\n\n'.join(tables) + '\n\n' + _measured_on(payload['machine'])
+
+
+#: README block name -> how a benchmark payload renders into it.
+README_BLOCKS = dict(benchmark=readme_block, breakdown=breakdown_block)
 
 
 def text(result: dict) -> str:
@@ -107,4 +136,6 @@ def text(result: dict) -> str:
         extra = f', memory {r["memory_ratio"]:.2f}x' if 'memory_ratio' in r else ''
         lines.append(f'  -> {r["ours"]} vs {r["reference"]}: throughput '
                      f'{r["throughput_ratio"]:.3f}x, latency {r["latency_ratio"]:.3f}x{extra}')
+    if result.get('breakdown'):
+        lines += ['', breakdown_markdown(result)]
     return '\n'.join(lines)

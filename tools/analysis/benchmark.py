@@ -4,8 +4,8 @@
         [--configs OURS.py REF.py ... --shape 3 224 224] [--device cpu|cuda]
         [--precision fp32 bf16 fp16] [--mode infer train] [--memory-format best|nchw|channels_last]
         [--batch N] [--warmup 3] [--repeats 10] [--threads N] [--fuse-bn] [--compile]
-        [--pyconv-algorithm auto|native|dense|depthwise] [--memory]
-        [--json results.json [--force]] [--readme-block benchmark]
+        [--pyconv-algorithm auto|native|dense|depthwise] [--memory] [--breakdown DEPTH]
+        [--json results.json [--force]] [--readme-block benchmark|breakdown]
     python tools/analysis/benchmark.py --from-json benchmarks/*.json --readme-block benchmark
 
 Default cases: PyConvResNet-50 and PyConvHGResNet-50 vs ResNet-50 (224x224), the PyConvPH head
@@ -13,7 +13,8 @@ vs mmseg's PSP and ASPP heads (2048x60x60, the OS8 map of a 473x473 image), PyCo
 vs ResNet3D-50 (16x224x224) and a PyConv layer vs a 3x3 conv of equal FLOPs. Each reports the
 median step time (inference, or forward + backward + SGD step), its spread (IQR), throughput
 and, with ``--memory``, the peak memory of a step; ratios are ours / reference, each model in
-its best memory format with ``--memory-format best``.
+its best memory format with ``--memory-format best``. ``--breakdown 2`` also times, for
+inference, each module two levels down (``backbone.layer1``, ...): where the time goes.
 """
 import argparse
 import json
@@ -55,12 +56,17 @@ def parse_args() -> argparse.Namespace:
                         "the authors' code; auto: the fastest form per level, timed once)")
     parser.add_argument('--memory', action='store_true',
                         help='also measure the peak memory of training steps')
+    parser.add_argument('--breakdown', type=int, default=0, metavar='DEPTH',
+                        help='inference: also time every module DEPTH levels down (2: '
+                        'backbone.conv1, backbone.layer1, ...) in each model')
     parser.add_argument('--json', help='write all results to this JSON file')
     parser.add_argument('--from-json', nargs='+', metavar='JSON',
                         help='measure nothing: merge the results of earlier runs (their --json '
                         'files, same machine) for --readme-block')
     parser.add_argument('--force', action='store_true', help='replace an existing --json')
-    parser.add_argument('--readme-block', help='rewrite this generated block of README.md')
+    parser.add_argument('--readme-block', choices=['benchmark', 'breakdown'],
+                        help='rewrite this generated block of README.md: the ratio table '
+                        '(benchmark) or the per-module times (breakdown)')
     return parser.parse_args()
 
 
@@ -68,7 +74,7 @@ def main() -> None:
     args = parse_args()
     warnings.filterwarnings('ignore', category=UserWarning)
     from pyconv_mm.analysis.report import update_readme_block
-    from pyconv_mm.benchmark.runner import markdown, merge_runs, readme_block
+    from pyconv_mm.benchmark.runner import README_BLOCKS, markdown, merge_runs
     if args.json and osp.exists(args.json) and not args.force:
         sys.exit(f'error: {args.json} exists; pass --force to replace it')
     if args.from_json:
@@ -85,7 +91,7 @@ def main() -> None:
             json.dump(payload, f, indent=2)
     if args.readme_block:
         update_readme_block(osp.join(ROOT, 'README.md'), args.readme_block,
-                            readme_block(payload))
+                            README_BLOCKS[args.readme_block](payload))
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -96,6 +102,8 @@ def measure(args: argparse.Namespace) -> dict:
     from pyconv_mm.benchmark.runner import run_case, text
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.breakdown < 0:
+        sys.exit(f'error: --breakdown {args.breakdown}: give a depth >= 1 (or 0 for none)')
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         sys.exit('error: --device cuda but CUDA is not available')
     if args.configs:
@@ -121,7 +129,8 @@ def measure(args: argparse.Namespace) -> dict:
                                   compile=args.compile,
                                   pyconv_algorithm=args.pyconv_algorithm)
                 result = run_case(name, specs, setting, formats,
-                                  memory=args.memory and mode == 'train')
+                                  memory=args.memory and mode == 'train',
+                                  breakdown=args.breakdown)
                 print(text(result), flush=True)
                 results.append(result)
     return dict(machine=info, results=results)
