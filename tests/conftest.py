@@ -53,9 +53,14 @@ def demo_cache() -> str:
     return os.environ['PYCONV_DEMO_DATA']
 
 
-@functools.lru_cache(maxsize=None)
 def complexity(config_path: str, shape: Optional[tuple] = None) -> dict:
-    """Params/FLOPs of a config, measured once per test session."""
+    """Params/FLOPs of a config (relative to configs/ or absolute), measured once per test
+    session whichever way the path is written."""
+    path = config_path if osp.isabs(config_path) else config(config_path)
+    return _complexity(osp.normpath(path), shape)
+
+
+@functools.lru_cache(maxsize=None)
+def _complexity(path: str, shape: Optional[tuple]) -> dict:
     from pyconv_mm.analysis import analyze_config
-    return analyze_config(config(config_path) if not osp.isabs(config_path) else config_path,
-                          shape=shape)
+    return analyze_config(path, shape=shape)

@@ -85,7 +85,8 @@ def test_fuse_bn_keeps_the_function_of_whole_models(config):
 def test_benchmark_breakdown_times_each_stage_of_both_models(tmp_path):
     out = tmp_path / 'bench.json'
     proc = run([PYTHON, tool('analysis/benchmark.py'), '--configs',
-                'configs/demo/pyconvresnet_demo_cls.py', 'mmpretrain::resnet/resnet18_8xb32_in1k.py',
+                'configs/demo/pyconvresnet_demo_cls.py',
+                'mmpretrain::resnet/resnet18_8xb32_in1k.py',
                 '--shape', '3', '32', '32', '--mode', 'infer', '--batch', '1', '--warmup', '1',
                 '--repeats', '2', '--memory-format', 'nchw', '--breakdown', '2', '--json',
                 str(out)])
@@ -99,10 +100,15 @@ def test_benchmark_breakdown_times_each_stage_of_both_models(tmp_path):
     assert rows['backbone.maxpool']['reference_ms'] > 0
 
 
-def test_benchmark_breakdown_rejects_a_negative_depth():
+def test_benchmark_breakdown_rejects_bad_requests():
     proc = run([PYTHON, tool('analysis/benchmark.py'), '--cases', 'pyconv_layer',
-                '--breakdown', '-1'], check=False)
-    assert proc.returncode != 0 and '--breakdown -1: give a depth >= 1' in proc.stdout
+                '--breakdown', '2', '--mode', 'train'], check=False)
+    assert proc.returncode != 0 and 'times eager inference; got --mode train' in proc.stdout
+    from torch import nn
+
+    from pyconv_mm.benchmark.breakdown import modules_at_depth
+    with pytest.raises(ValueError, match='breakdown depth must be >= 1, got 0'):
+        modules_at_depth(nn.Linear(1, 1), 0)
 
 
 def test_readme_breakdown_block_is_generated_from_the_committed_runs():

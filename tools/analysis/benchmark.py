@@ -104,6 +104,9 @@ def measure(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     if args.breakdown < 0:
         sys.exit(f'error: --breakdown {args.breakdown}: give a depth >= 1 (or 0 for none)')
+    if args.breakdown and ('infer' not in args.mode or args.compile):
+        sys.exit(f'error: --breakdown times eager inference; got --mode {" ".join(args.mode)}'
+                 f'{" --compile" if args.compile else ""}: add infer to --mode, drop --compile')
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         sys.exit('error: --device cuda but CUDA is not available')
     if args.configs:
