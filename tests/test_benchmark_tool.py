@@ -34,20 +34,23 @@ def test_benchmark_tool_keeps_an_existing_json(tmp_path):
     assert json.loads(out.read_text()) == {'kept': True}
 
 
-def test_readme_benchmark_block_is_generated_from_the_committed_runs():
-    """The README's performance table is the tool's rendering of the JSON in benchmarks/."""
+@pytest.mark.parametrize('block,folder', [('benchmark', 'benchmarks'),
+                                          ('breakdown', 'benchmarks/breakdown')])
+def test_readme_benchmark_blocks_are_generated_from_the_committed_runs(block, folder):
+    """The README's performance tables are the tool's rendering of the JSON runs kept in the
+    repository (benchmarks/*.json: ratios; benchmarks/breakdown/*.json: per-module times)."""
     import glob
     import os.path as osp
 
     from conftest import ROOT
 
     from pyconv_mm.analysis.report import read_block
-    from pyconv_mm.benchmark.runner import merge_runs, readme_block
-    paths = sorted(glob.glob(osp.join(ROOT, 'benchmarks', '*.json')))
-    assert paths, 'no benchmark runs committed in benchmarks/'
+    from pyconv_mm.benchmark.runner import README_BLOCKS, merge_runs
+    paths = sorted(glob.glob(osp.join(ROOT, folder, '*.json')))
+    assert paths, f'no benchmark runs committed in {folder}/'
     runs = [json.loads(open(p).read()) for p in paths]
     with open(osp.join(ROOT, 'README.md')) as f:
-        assert read_block(f.read(), 'benchmark') == readme_block(merge_runs(runs))
+        assert read_block(f.read(), block) == README_BLOCKS[block](merge_runs(runs))
 
 
 def test_benchmark_tool_rejects_bad_cases():
@@ -110,17 +113,3 @@ def test_benchmark_breakdown_rejects_bad_requests():
     with pytest.raises(ValueError, match='breakdown depth must be >= 1, got 0'):
         modules_at_depth(nn.Linear(1, 1), 0)
 
-
-def test_readme_breakdown_block_is_generated_from_the_committed_runs():
-    import glob
-    import os.path as osp
-
-    from conftest import ROOT
-
-    from pyconv_mm.analysis.report import read_block
-    from pyconv_mm.benchmark.runner import breakdown_block, merge_runs
-    paths = sorted(glob.glob(osp.join(ROOT, 'benchmarks', 'breakdown', '*.json')))
-    assert paths, 'no breakdown runs committed in benchmarks/breakdown/'
-    runs = [json.loads(open(p).read()) for p in paths]
-    with open(osp.join(ROOT, 'README.md')) as f:
-        assert read_block(f.read(), 'breakdown') == breakdown_block(merge_runs(runs))

@@ -8,10 +8,10 @@ import yaml
 
 from conftest import ROOT, complexity
 from pyconv_mm.analysis.report import format_markdown, read_block
+from pyconv_mm.benchmark.runner import README_BLOCKS  # checked in test_benchmark_tool.py
 
 README = open(osp.join(ROOT, 'README.md')).read()
 BLOCKS = re.findall(r'<!-- BEGIN generated: (\S+) -->', README)
-BENCHMARK_BLOCKS = ('benchmark', 'breakdown')  # checked in test_benchmark_tool.py
 
 
 def measured(config_rel: str) -> dict:
@@ -20,7 +20,7 @@ def measured(config_rel: str) -> dict:
     return info
 
 
-@pytest.mark.parametrize('block', [b for b in BLOCKS if b not in BENCHMARK_BLOCKS])
+@pytest.mark.parametrize('block', [b for b in BLOCKS if b not in README_BLOCKS])
 def test_readme_complexity_block_is_current(block):
     text = read_block(README, block)
     configs = re.findall(r'\]\((configs/[^)]+\.py)\)', text)

@@ -10,10 +10,9 @@ import statistics
 import time
 from typing import Dict, List, Tuple
 
-import torch
 from torch import nn
 
-from .measure import Setting, Subject, _sync, prepare
+from .measure import Setting, Subject, prepare, run_interleaved, synchronize
 
 
 def modules_at_depth(model: nn.Module, depth: int) -> List[Tuple[str, nn.Module]]:
@@ -31,11 +30,11 @@ def _attach_timers(model: nn.Module, depth: int, device: str,
         starts: List[float] = []
 
         def pre(_module, _args, starts=starts):
-            _sync(device)
+            synchronize(device)
             starts.append(time.perf_counter())
 
         def post(_module, _args, _out, name=name, starts=starts):
-            _sync(device)
+            synchronize(device)
             sink.setdefault(name, []).append(time.perf_counter() - starts.pop())
 
         handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
@@ -45,32 +44,32 @@ def _attach_timers(model: nn.Module, depth: int, device: str,
 def module_times(pairs: List[Tuple[Subject, Setting]], depth: int) -> Dict[str, Dict[str, float]]:
     """``{subject name: {module name: median forward ms per step}}`` in inference mode.
 
-    ``pairs`` gives each subject with its setting (its best memory format); the subjects run
-    in turn, ``repeats`` times, after ``warmup`` steps. A module called several times in a
-    step (a shared activation) counts the sum of its calls.
+    ``pairs`` gives each subject with its setting, which may differ in memory format only (each
+    model in its best one); the subjects run in turn, ``repeats`` times, after ``warmup``
+    steps. A module called several times in a step (a shared activation) counts the sum.
     """
-    prepared, sinks, handles = {}, {}, []
-    for subject, setting in pairs:
-        if setting.mode != 'infer' or setting.compile:
+    setting = pairs[0][1]
+    for _, other in pairs:
+        if other.mode != 'infer' or other.compile:
             raise ValueError('the breakdown times eager inference; got mode='
-                             f'{setting.mode!r}, compile={setting.compile}')
-        model, step = prepare(subject, setting)
+                             f'{other.mode!r}, compile={other.compile}')
+    steps, sinks, handles = {}, {}, []
+    for subject, subject_setting in pairs:
+        model, steps[subject.name] = prepare(subject, subject_setting)
         sinks[subject.name] = {}
         handles += _attach_timers(model, depth, setting.device, sinks[subject.name])
-        prepared[subject.name] = (step, setting)
+    per_step: Dict[str, Dict[str, List[float]]] = {name: {} for name in steps}
+
+    def collect(name: str) -> None:
+        for module, values in sinks[name].items():
+            per_step[name].setdefault(module, []).append(sum(values))
+        sinks[name].clear()
+
     try:
-        for step, setting in prepared.values():
-            for _ in range(setting.warmup):
-                step()
-        per_step = {name: {} for name in prepared}
-        repeats = max(setting.repeats for _, setting in prepared.values())
-        for _ in range(repeats):
-            for name, (step, setting) in prepared.items():
-                sinks[name].clear()
-                step()
-                _sync(setting.device)
-                for module, values in sinks[name].items():
-                    per_step[name].setdefault(module, []).append(sum(values))
+        run_interleaved(steps, setting.device, setting.warmup, 0)  # warm-up only
+        for sink in sinks.values():
+            sink.clear()
+        run_interleaved(steps, setting.device, 0, setting.repeats, after_step=collect)
     finally:
         for handle in handles:
             handle.remove()

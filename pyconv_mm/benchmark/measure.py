@@ -10,7 +10,7 @@ import platform
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -106,9 +106,33 @@ def prepare(subject: Subject, setting: Setting):
     return model, step
 
 
-def _sync(device: str) -> None:
+def synchronize(device: str) -> None:
+    """Wait for the device's queued work (CUDA); nothing on CPU."""
     if device.startswith('cuda'):
         torch.cuda.synchronize()
+
+
+def run_interleaved(steps: Dict[str, Callable[[], object]], device: str, warmup: int,
+                    repeats: int, after_step: Optional[Callable[[str], None]] = None
+                    ) -> Dict[str, List[float]]:
+    """Seconds of each step, run in turn ``repeats`` times after ``warmup`` calls of each
+    (PyConv's algorithm tuning happens there); ``after_step(name)`` runs after every timed
+    step, outside the timing."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    synchronize(device)
+    times: Dict[str, List[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            synchronize(device)
+            start = time.perf_counter()
+            step()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+            if after_step is not None:
+                after_step(name)
+    return times
 
 
 def time_interleaved(subjects: List[Subject], setting: Setting) -> Dict[str, dict]:
@@ -116,18 +140,7 @@ def time_interleaved(subjects: List[Subject], setting: Setting) -> Dict[str, dic
     if setting.device.startswith('cuda'):
         torch.backends.cudnn.benchmark = True
     steps = {s.name: prepare(s, setting)[1] for s in subjects}
-    for step in steps.values():  # warm-up (and PyConv's algorithm tuning)
-        for _ in range(setting.warmup):
-            step()
-    _sync(setting.device)
-    times: Dict[str, List[float]] = {name: [] for name in steps}
-    for _ in range(setting.repeats):
-        for name, step in steps.items():
-            _sync(setting.device)
-            start = time.perf_counter()
-            step()
-            _sync(setting.device)
-            times[name].append(time.perf_counter() - start)
+    times = run_interleaved(steps, setting.device, setting.warmup, setting.repeats)
     results = {}
     for name, values in times.items():
         quartiles = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3

@@ -28,6 +28,7 @@ sys.path.insert(0, ROOT)
 
 def parse_args() -> argparse.Namespace:
     from pyconv_mm.benchmark import CASES
+    from pyconv_mm.benchmark.runner import README_BLOCKS
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--cases', nargs='+', default=['all'],
                         help=f'cases to run: all or some of {sorted(CASES)}')
@@ -64,7 +65,7 @@ def parse_args() -> argparse.Namespace:
                         help='measure nothing: merge the results of earlier runs (their --json '
                         'files, same machine) for --readme-block')
     parser.add_argument('--force', action='store_true', help='replace an existing --json')
-    parser.add_argument('--readme-block', choices=['benchmark', 'breakdown'],
+    parser.add_argument('--readme-block', choices=sorted(README_BLOCKS),
                         help='rewrite this generated block of README.md: the ratio table '
                         '(benchmark) or the per-module times (breakdown)')
     return parser.parse_args()
