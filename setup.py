@@ -1,4 +1,9 @@
-"""Install pyconv_mm: Pyramidal Convolution (Duta et al., 2020) for OpenMMLab 2.x."""
+"""Install pyconv_mm: Pyramidal Convolution (Duta et al., 2020) for OpenMMLab 2.x.
+
+The direct CPU kernel for PyConv levels (``pyconv_mm/ops/csrc``) is built as a torch C++
+extension when torch is importable at build time (``pip install --no-build-isolation``, as
+``tools/setup.sh`` does); without it the package installs and runs on the stock kernels.
+"""
 import os.path as osp
 
 from setuptools import find_packages, setup
@@ -9,6 +14,20 @@ def read_version() -> str:
     with open(osp.join(osp.dirname(__file__), 'pyconv_mm', 'version.py')) as f:
         exec(f.read(), namespace)
     return namespace['__version__']
+
+
+def extensions() -> dict:
+    """The direct kernel as a torch CppExtension (x86-64 with a C++ compiler and torch)."""
+    try:
+        from torch.utils.cpp_extension import BuildExtension, CppExtension
+    except ImportError:
+        return {}
+    import platform
+    if platform.machine() not in ('x86_64', 'AMD64'):
+        return {}
+    ext = CppExtension('pyconv_mm.ops._direct_conv', ['pyconv_mm/ops/csrc/direct_conv.cpp'],
+                       extra_compile_args=['-O3', '-fopenmp'], extra_link_args=['-fopenmp'])
+    return dict(ext_modules=[ext], cmdclass={'build_ext': BuildExtension})
 
 
 CODEBASES = {
@@ -33,4 +52,5 @@ setup(
         'all': sorted({req for reqs in CODEBASES.values() for req in reqs}),
         'tests': ['pytest', 'pytest-timeout', 'hypothesis'],
     },
+    **extensions(),
 )

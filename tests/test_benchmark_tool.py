@@ -25,6 +25,24 @@ def test_benchmark_tool_runs_and_reports(tmp_path):
             assert ratio['memory_ratio'] > 0
 
 
+@pytest.mark.skipif(not __import__('torch').cuda.is_available(), reason='needs a CUDA GPU')
+def test_benchmark_tool_runs_on_cuda_with_amp(tmp_path):
+    """The GPU path: CUDA timing and max_memory_allocated, bf16 autocast, both formats."""
+    out = tmp_path / 'bench.json'
+    run([PYTHON, tool('analysis/benchmark.py'), '--cases', 'pyconv_layer', '--device', 'cuda',
+         '--precision', 'bf16', '--batch', '2', '--warmup', '1', '--repeats', '2', '--mode',
+         'infer', 'train', '--memory', '--json', str(out)])
+    results = json.loads(out.read_text())
+    assert results['machine']['gpu']
+    for result in results['results']:
+        assert result['setting']['device'] == 'cuda'
+        assert result['setting']['precision'] == 'bf16'
+        (ratio, ) = result['ratios']
+        assert ratio['throughput_ratio'] > 0
+        if result['setting']['mode'] == 'train':
+            assert ratio['memory_ratio'] > 0
+
+
 def test_benchmark_tool_keeps_an_existing_json(tmp_path):
     out = tmp_path / 'bench.json'
     out.write_text('{"kept": true}')

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-command set-up of pyconv_mm: creates .venv/ at the repo root with torch, mmcv (compiled ops),
-# mmengine, mmpretrain, mmsegmentation, mmdet, mmaction2, this package (editable) and the test tools.
+# mmengine, mmpretrain, mmsegmentation, mmdet, mmaction2, this package (editable, with its PyConv
+# CPU kernel compiled) and the test tools.
 #
 #   bash tools/setup.sh
 #
@@ -102,8 +103,9 @@ else
   echo "$KEY" > "$VENV/.mmcv-key"
 fi
 
-step "5/6 OpenMMLab codebases, pyconv_mm (editable) and test tools"
-pip_ install -q -e "$ROOT[all,tests]" \
+step "5/6 OpenMMLab codebases, pyconv_mm (editable, with its C++ kernel) and test tools"
+# --no-build-isolation: the PyConv kernel (pyconv_mm/ops/csrc) compiles against the torch above
+pip_ install -q --no-build-isolation -e "$ROOT[all,tests]" \
   "mmcv==$MMCV_VERSION" --find-links "$WHEEL_DIR"
 
 step "6/6 checking the installation"

@@ -6,6 +6,7 @@ medians over ``repeats`` with the interquartile range as spread; GPU timing sync
 before reading the clock and turns on ``torch.backends.cudnn.benchmark``.
 """
 import contextlib
+import gc
 import platform
 import statistics
 import time
@@ -161,14 +162,19 @@ def peak_memory_bytes(subject: Subject, setting: Setting) -> int:
     (parameters, buffers, gradients, optimizer state) plus the highest point of the
     allocations made during a step, from the profiler's memory events.
     """
+    cuda = setting.device.startswith('cuda')
+    if cuda:  # what earlier subjects left allocated is not this subject's
+        gc.collect()
+        torch.cuda.synchronize()
+        already_allocated = torch.cuda.memory_allocated()
     model, step = prepare(subject, setting)
     step()  # creates gradients and optimizer state
-    if setting.device.startswith('cuda'):
+    if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         step()
         torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated()
+        return torch.cuda.max_memory_allocated() - already_allocated
     resident = _tensor_bytes(list(model.parameters()) + list(model.buffers())
                              + [p.grad for p in model.parameters()])
     optimizer = getattr(step, 'optimizer', None)

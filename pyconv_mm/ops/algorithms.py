@@ -1,11 +1,13 @@
 """How a PyConv level is computed, chosen per level, input shape and device (like cuDNN's
-benchmark mode). Three forms compute the same grouped convolution:
+benchmark mode). Four forms compute the same grouped convolution:
 
 * ``native``: the stock grouped convolution;
 * ``dense``: the grouped weight expanded to a dense block-diagonal one (the added weights are
   zeros), one ordinary convolution;
 * ``depthwise``: for each of the ``C_out / G`` outputs of a group, one depthwise convolution
-  of all inputs with that output's kernels, then the sum over each group's inputs.
+  of all inputs with that output's kernels, then the sum over each group's inputs;
+* ``direct``: our AVX-512 CPU kernel (:mod:`pyconv_mm.ops.direct`), vectorised over output
+  columns; 2D, fp32, inference only, and it writes straight into the PyConv's output.
 
 Stock CPU kernels for grouped convolutions whose groups have few channels are slow (measured
 here, 2 cores, channels_last, batch 8: a 64-channel 9x9 conv with 16 groups at 56x56 took
@@ -17,14 +19,15 @@ dense than native). Gradients reach the grouped weight through each form.
 format, grad mode) and keeps the fastest; when training, forward and backward are timed
 together. Levels without groups and ``torch.jit`` tracing (FLOP counting) use the native
 form. Under ``torch.compile`` with ``auto``, a level takes the form chosen by an earlier eager
-call with the same input (so run one eager batch before compiling), else the native form.
+call with the same input (so run one eager batch before compiling), else the native form; the
+``direct`` kernel is not traceable, so compiled levels that chose it run natively.
 """
 import time
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
-ALGORITHMS = ('native', 'dense', 'depthwise')
+ALGORITHMS = ('native', 'dense', 'depthwise', 'direct')
 MAX_DEPTHWISE_PASSES = 8  # the depthwise form runs C_out / G depthwise convolutions
 _POLICY = {'value': 'auto'}
 _CACHE: Dict[Tuple, str] = {}
@@ -35,6 +38,8 @@ def set_algorithm(policy: str) -> None:
     if policy not in ('auto', ) + ALGORITHMS:
         raise ValueError(f'PyConv algorithm policy {policy!r}; valid: auto, '
                          f'{", ".join(ALGORITHMS)}')
+    # a forced form that does not apply to a level (direct on a GPU, depthwise on wide groups)
+    # falls back to native there
     if policy != _POLICY['value']:
         _POLICY['value'] = policy
         _CACHE.clear()
@@ -106,13 +111,14 @@ def same_memory_format(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return out if fmt is None else out.contiguous(memory_format=fmt)
 
 
-def candidates_for(groups: int, out_channels: int) -> Tuple[str, ...]:
-    """The forms worth trying for a level."""
+def candidates_for(groups: int, out_channels: int, direct: bool = False) -> Tuple[str, ...]:
+    """The forms worth trying for a level; ``direct``: our kernel can run it here."""
     if groups == 1:
         return ('native', )
-    if out_channels // groups > MAX_DEPTHWISE_PASSES:
-        return ('native', 'dense')
-    return ALGORITHMS
+    names = ('native', 'dense')
+    if out_channels // groups <= MAX_DEPTHWISE_PASSES:
+        names += ('depthwise', )
+    return names + (('direct', ) if direct else ())
 
 
 def _saved_tensor_hooks_active() -> bool:
@@ -158,7 +164,8 @@ def choose(key: Tuple, x: torch.Tensor, weight: torch.Tensor,
     if policy != 'auto':
         return policy if policy in candidates else 'native'
     if _compiling():  # nothing can be timed while tracing: a choice of an eager call, or native
-        return _CACHE.get(key, 'native')
+        chosen = _CACHE.get(key, 'native')
+        return 'native' if chosen == 'direct' else chosen
     if key not in _CACHE:
         _CACHE[key] = min(candidates, key=lambda name: _time(candidates[name], weight, x))
     return _CACHE[key]

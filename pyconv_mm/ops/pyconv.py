@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import algorithms
+from . import algorithms, direct
 from .pyramid import IntOrTuple, PyramidLevel, build_pyramid
 
 
@@ -66,6 +66,8 @@ class _PyConvNd(nn.Module):
 
     def _run_level(self, level: nn.Module, x: torch.Tensor, algorithm: str,
                    weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if algorithm == 'direct':
+            return direct.conv_level(level, x, weight)
         weight = level.weight if weight is None else weight
         if algorithm == 'depthwise':
             return algorithms.depthwise_grouped_conv(self.conv_fn, x, weight, level.bias,
@@ -78,7 +80,8 @@ class _PyConvNd(nn.Module):
                             groups)
 
     def _algorithm(self, level: nn.Module, x: torch.Tensor) -> str:
-        names = algorithms.candidates_for(level.groups, level.out_channels)
+        names = algorithms.candidates_for(level.groups, level.out_channels,
+                                          self.ndim == 2 and direct.usable(x, level))
         if len(names) == 1:
             return names[0]
         key = (type(self).__name__, tuple(x.shape), x.dtype, x.device.type,
@@ -93,11 +96,34 @@ class _PyConvNd(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C_in, *spatial) -> (N, C_out, *spatial / stride), levels concatenated in order.
 
-        Each grouped level runs as the stock grouped convolution or as an equivalent dense one,
-        whichever is faster here (see :mod:`pyconv_mm.ops.algorithms`).
+        Each grouped level runs in the form that is fastest here (stock grouped, dense,
+        depthwise, or our direct CPU kernel; see :mod:`pyconv_mm.ops.algorithms`).
         """
-        outs = [self._run_level(level, x, self._algorithm(level, x)) for level in self.levels]
+        forms = [self._algorithm(level, x) for level in self.levels]
+        if 'direct' in forms:
+            return self._forward_into_one_output(x, forms)
+        outs = [self._run_level(level, x, form) for level, form in zip(self.levels, forms)]
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+
+    def _forward_into_one_output(self, x: torch.Tensor, forms: List[str]) -> torch.Tensor:
+        """Levels written into one output: the direct kernel in place, the others copied.
+
+        The levels that use the kernel share one packed input, padded for the widest of them.
+        """
+        size = direct.output_size(x, self.levels[0])
+        out = direct.empty_output(x, self.out_channels, size)
+        kernel_levels = [lvl for lvl, form in zip(self.levels, forms) if form == 'direct']
+        pad = max(lvl.padding[0] for lvl in kernel_levels)
+        packed = direct.pack(x, pad, self.stride[0], max(map(direct.span, kernel_levels)), size)
+        start = 0
+        for level, form in zip(self.levels, forms):
+            if form == 'direct':
+                direct.conv_into(packed, level.weight, level.bias, level.stride[0],
+                                 level.dilation[0], pad - level.padding[0], out, start)
+            else:
+                out.narrow(1, start, level.out_channels).copy_(self._run_level(level, x, form))
+            start += level.out_channels
+        return out
 
     def extra_repr(self) -> str:
         levels = ', '.join(f'{"x".join(map(str, lvl.kernel_size))}/G{lvl.groups}->{lvl.out_channels}'

@@ -36,10 +36,25 @@ def pyconv_cases(draw, ndim=2):
                 groups=groups, dilations=dilation, stride=stride), (batch, in_channels, *spatial)
 
 
-def check_equivalence(conv, shape, dtype=torch.float32, channels_last=False):
+DEVICES = ['cpu', pytest.param('cuda', marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason='needs a CUDA GPU'))]
+
+
+@contextlib.contextmanager
+def exact_fp32(device):
+    """TF32 off on CUDA while comparing forms in fp32 (TF32 rounds to 1e-3)."""
+    saved = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False if device == 'cuda' else saved
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved
+
+
+def check_equivalence(conv, shape, dtype=torch.float32, channels_last=False, device='cpu'):
     torch.manual_seed(0)
-    conv = conv.to(dtype)
-    x = torch.randn(shape, dtype=dtype)
+    conv = conv.to(device=device, dtype=dtype)
+    x = torch.randn(shape, dtype=dtype, device=device)
     if channels_last:
         conv = conv.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -76,27 +91,29 @@ def algorithm_policy(policy):
         set_algorithm('auto')
 
 
+@pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('algorithm', ALGORITHMS)
 @settings(max_examples=25, deadline=None, derandomize=True)
 @given(case=pyconv_cases(), channels_last=st.booleans(), bf16=st.booleans())
-def test_pyconv2d_matches_separate_convs(algorithm, case, channels_last, bf16):
+def test_pyconv2d_matches_separate_convs(device, algorithm, case, channels_last, bf16):
     kwargs, shape = case
     conv = PyConv2d(**kwargs)
-    with algorithm_policy(algorithm):
+    with algorithm_policy(algorithm), exact_fp32(device):
         out = check_equivalence(conv, shape, torch.bfloat16 if bf16 else torch.float32,
-                                channels_last)
+                                channels_last, device)
     stride = kwargs['stride']
     assert out.shape == (shape[0], sum(kwargs['out_channels']),
                          *[(s + stride - 1) // stride for s in shape[2:]])
 
 
+@pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('algorithm', ALGORITHMS)
 @settings(max_examples=10, deadline=None, derandomize=True)
 @given(case=pyconv_cases(ndim=3))
-def test_pyconv3d_matches_separate_convs(algorithm, case):
+def test_pyconv3d_matches_separate_convs(device, algorithm, case):
     kwargs, shape = case
-    with algorithm_policy(algorithm):
-        check_equivalence(PyConv3d(**kwargs), shape)
+    with algorithm_policy(algorithm), exact_fp32(device):
+        check_equivalence(PyConv3d(**kwargs), shape, device=device)
 
 
 def test_paper_pyramid_shapes_and_params():
@@ -220,3 +237,82 @@ def test_tuning_tells_3d_memory_formats_apart():
         conv(x.contiguous(memory_format=torch.channels_last_3d))
         formats = {key[4] for key in algorithms._CACHE}
     assert formats == {None, torch.channels_last_3d}
+
+
+needs_direct_kernel = pytest.mark.skipif(
+    not __import__('pyconv_mm.ops.direct', fromlist=['AVAILABLE']).AVAILABLE,
+    reason='the direct kernel is not built or this CPU has no AVX-512')
+
+
+@st.composite
+def direct_cases(draw):
+    """PyConvs the direct kernel takes: odd square kernels, stride 1 or 2, any groups."""
+    kwargs, shape = draw(pyconv_cases())
+    kwargs['kernel_sizes'] = [draw(st.sampled_from([3, 5, 7, 9])) for _ in kwargs['groups']]
+    shape = (*shape[:2], draw(st.integers(5, 37)), draw(st.integers(5, 37)))
+    return kwargs, shape
+
+
+@needs_direct_kernel
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(case=direct_cases(), channels_last=st.booleans(), bias=st.booleans())
+def test_direct_kernel_matches_separate_convs(case, channels_last, bias):
+    """Inference with our AVX-512 kernel: relative 1e-5 to the stock convolutions."""
+    from pyconv_mm.ops import direct
+    kwargs, shape = case
+    torch.manual_seed(0)
+    conv = PyConv2d(**kwargs, bias=bias).eval()
+    x = torch.randn(shape)
+    if channels_last:
+        conv = conv.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    calls = []
+    original = direct.conv_into
+
+    def counted(*args, **kw):
+        calls.append(args[1].shape)
+        return original(*args, **kw)
+
+    direct.conv_into = counted
+    try:
+        with torch.no_grad(), algorithm_policy('direct'):
+            out = conv(x)
+        with torch.no_grad():
+            expected = reference(x, conv, [lvl.weight for lvl in conv.levels])
+            if bias:
+                expected += torch.cat([lvl.bias for lvl in conv.levels]).reshape(1, -1, 1, 1)
+    finally:
+        direct.conv_into = original
+    grouped = [lvl for lvl in conv.levels if lvl.groups > 1]
+    assert len(calls) == len(grouped)  # every grouped level ran in the kernel
+    torch.testing.assert_close(out, expected, rtol=1e-5,
+                               atol=1e-5 * max(expected.abs().max().item(), 1e-3))
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last
+                             else torch.contiguous_format)
+
+
+@needs_direct_kernel
+def test_direct_kernel_is_inference_only_and_reuses_its_buffer():
+    """With autograd the stock forms run (gradients stay right); two PyConvs of different
+    shapes share the packing buffer without mixing their inputs."""
+    torch.manual_seed(0)
+    small = PyConv2d(8, 8, [3, 5], [1, 4]).eval()
+    large = PyConv2d(16, 32, [3, 5, 7, 9], [1, 2, 4, 8], stride=2).eval()
+    xs, xl = torch.randn(2, 8, 9, 9), torch.randn(2, 16, 30, 30)
+    with algorithm_policy('native'), torch.no_grad():
+        want_small, want_large = small(xs), large(xl)
+    with algorithm_policy('direct'):
+        with torch.no_grad():
+            for _ in range(2):
+                torch.testing.assert_close(large(xl), want_large, rtol=1e-5, atol=1e-5)
+                torch.testing.assert_close(small(xs), want_small, rtol=1e-5, atol=1e-5)
+        check_equivalence(large, xl.shape)  # training: forward and gradients via stock forms
+
+
+@needs_direct_kernel
+def test_direct_kernel_reports_bad_input():
+    from pyconv_mm.ops import direct
+    with pytest.raises(RuntimeError, match='stride must be 1 or 2, got 3'):
+        direct.pack(torch.randn(1, 4, 8, 8), 1, 3, 3, (3, 3))
+    with pytest.raises(RuntimeError, match='expected a 4D float32 CPU tensor'):
+        direct.pack(torch.randn(1, 4, 8, 8, dtype=torch.float64), 1, 1, 3, (8, 8))
