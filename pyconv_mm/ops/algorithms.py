@@ -7,7 +7,9 @@ benchmark mode). Four forms compute the same grouped convolution:
 * ``depthwise``: for each of the ``C_out / G`` outputs of a group, one depthwise convolution
   of all inputs with that output's kernels, then the sum over each group's inputs;
 * ``direct``: our AVX-512 CPU kernel (:mod:`pyconv_mm.ops.direct`), vectorised over output
-  columns; 2D, fp32, inference only, and it writes straight into the PyConv's output.
+  columns; 2D, fp32, inference only. It computes all grouped levels of a PyConv in one pass
+  over the input, straight into the PyConv's output, so it is chosen for a PyConv as a whole:
+  ``auto`` times the PyConv with its levels' best stock forms and with the kernel, once.
 
 Stock CPU kernels for grouped convolutions whose groups have few channels are slow (measured
 here, 2 cores, channels_last, batch 8: a 64-channel 9x9 conv with 16 groups at 56x56 took
@@ -111,14 +113,13 @@ def same_memory_format(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return out if fmt is None else out.contiguous(memory_format=fmt)
 
 
-def candidates_for(groups: int, out_channels: int, direct: bool = False) -> Tuple[str, ...]:
-    """The forms worth trying for a level; ``direct``: our kernel can run it here."""
+def candidates_for(groups: int, out_channels: int) -> Tuple[str, ...]:
+    """The stock forms worth trying for a level alone (``direct`` is chosen per PyConv)."""
     if groups == 1:
         return ('native', )
-    names = ('native', 'dense')
-    if out_channels // groups <= MAX_DEPTHWISE_PASSES:
-        names += ('depthwise', )
-    return names + (('direct', ) if direct else ())
+    if out_channels // groups > MAX_DEPTHWISE_PASSES:
+        return ('native', 'dense')
+    return ('native', 'dense', 'depthwise')
 
 
 def _saved_tensor_hooks_active() -> bool:

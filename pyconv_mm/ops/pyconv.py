@@ -66,8 +66,6 @@ class _PyConvNd(nn.Module):
 
     def _run_level(self, level: nn.Module, x: torch.Tensor, algorithm: str,
                    weight: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if algorithm == 'direct':
-            return direct.conv_level(level, x, weight)
         weight = level.weight if weight is None else weight
         if algorithm == 'depthwise':
             return algorithms.depthwise_grouped_conv(self.conv_fn, x, weight, level.bias,
@@ -80,8 +78,7 @@ class _PyConvNd(nn.Module):
                             groups)
 
     def _algorithm(self, level: nn.Module, x: torch.Tensor) -> str:
-        names = algorithms.candidates_for(level.groups, level.out_channels,
-                                          self.ndim == 2 and direct.usable(x, level))
+        names = algorithms.candidates_for(level.groups, level.out_channels)
         if len(names) == 1:
             return names[0]
         key = (type(self).__name__, tuple(x.shape), x.dtype, x.device.type,
@@ -99,30 +96,48 @@ class _PyConvNd(nn.Module):
         Each grouped level runs in the form that is fastest here (stock grouped, dense,
         depthwise, or our direct CPU kernel; see :mod:`pyconv_mm.ops.algorithms`).
         """
-        forms = [self._algorithm(level, x) for level in self.levels]
+        return self._run_forms(x, self._forms(x))
+
+    def _forms(self, x: torch.Tensor) -> List[str]:
+        """The form of each level: the fastest stock form of each level alone; then, where our
+        direct kernel can take the grouped levels, the whole PyConv is timed once both ways
+        (the kernel reads the input once for all its levels, so it is chosen as a whole)."""
+        stock = [self._algorithm(level, x) for level in self.levels]
+        kernel_levels = {i for i, level in enumerate(self.levels)
+                         if self.ndim == 2 and level.groups > 1 and direct.usable(x, level)}
+        if not kernel_levels:
+            return stock
+        with_kernel = ['direct' if i in kernel_levels else form for i, form in enumerate(stock)]
+        key = (type(self).__name__, 'direct', tuple(x.shape), x.dtype, x.device.type,
+               algorithms.channels_last_kind(x), torch.is_grad_enabled(),
+               tuple((lvl.in_channels, lvl.out_channels, lvl.kernel_size, lvl.groups,
+                      lvl.stride, lvl.dilation) for lvl in self.levels))
+        choice = algorithms.choose(key, x, self.levels[0].weight, {
+            'stock': lambda data, _: self._run_forms(data, stock),
+            'direct': lambda data, _: self._run_forms(data, with_kernel)
+        })
+        return with_kernel if choice == 'direct' else stock
+
+    def _run_forms(self, x: torch.Tensor, forms: List[str]) -> torch.Tensor:
         if 'direct' in forms:
             return self._forward_into_one_output(x, forms)
         outs = [self._run_level(level, x, form) for level, form in zip(self.levels, forms)]
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
 
     def _forward_into_one_output(self, x: torch.Tensor, forms: List[str]) -> torch.Tensor:
-        """Levels written into one output: the direct kernel in place, the others copied.
-
-        The levels that use the kernel share one packed input, padded for the widest of them.
-        """
-        size = direct.output_size(x, self.levels[0])
-        out = direct.empty_output(x, self.out_channels, size)
-        kernel_levels = [lvl for lvl, form in zip(self.levels, forms) if form == 'direct']
-        pad = max(lvl.padding[0] for lvl in kernel_levels)
-        packed = direct.pack(x, pad, self.stride[0], max(map(direct.span, kernel_levels)), size)
-        start = 0
-        for level, form in zip(self.levels, forms):
-            if form == 'direct':
-                direct.conv_into(packed, level.weight, level.bias, level.stride[0],
-                                 level.dilation[0], pad - level.padding[0], out, start)
-            else:
+        """Levels written into one output: those of the direct kernel in one call, which reads
+        the input once for all of them; the others copied in."""
+        out = direct.empty_output(x, self.out_channels, direct.output_size(x, self.levels[0]))
+        starts = [0]
+        for level in self.levels[:-1]:
+            starts.append(starts[-1] + level.out_channels)
+        kernel_levels = [(lvl, start) for lvl, start, form in zip(self.levels, starts, forms)
+                         if form == 'direct']
+        direct.conv_levels(x, [lvl for lvl, _ in kernel_levels],
+                           [start for _, start in kernel_levels], out)
+        for level, start, form in zip(self.levels, starts, forms):
+            if form != 'direct':
                 out.narrow(1, start, level.out_channels).copy_(self._run_level(level, x, form))
-            start += level.out_channels
         return out
 
     def extra_repr(self) -> str:

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import nn
 
 from pyconv_mm.ops import PyConv2d, PyConv3d, divisors
 
@@ -267,13 +268,13 @@ def test_direct_kernel_matches_separate_convs(case, channels_last, bias):
         conv = conv.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     calls = []
-    original = direct.conv_into
+    original = direct.conv_levels
 
-    def counted(*args, **kw):
-        calls.append(args[1].shape)
-        return original(*args, **kw)
+    def counted(x, levels, *args, **kw):
+        calls.extend(levels)
+        return original(x, levels, *args, **kw)
 
-    direct.conv_into = counted
+    direct.conv_levels = counted
     try:
         with torch.no_grad(), algorithm_policy('direct'):
             out = conv(x)
@@ -282,9 +283,8 @@ def test_direct_kernel_matches_separate_convs(case, channels_last, bias):
             if bias:
                 expected += torch.cat([lvl.bias for lvl in conv.levels]).reshape(1, -1, 1, 1)
     finally:
-        direct.conv_into = original
-    grouped = [lvl for lvl in conv.levels if lvl.groups > 1]
-    assert len(calls) == len(grouped)  # every grouped level ran in the kernel
+        direct.conv_levels = original
+    assert calls == [lvl for lvl in conv.levels if lvl.groups > 1]  # all ran in the kernel
     torch.testing.assert_close(out, expected, rtol=1e-5,
                                atol=1e-5 * max(expected.abs().max().item(), 1e-3))
     assert out.is_contiguous(memory_format=torch.channels_last if channels_last
@@ -294,7 +294,7 @@ def test_direct_kernel_matches_separate_convs(case, channels_last, bias):
 @needs_direct_kernel
 def test_direct_kernel_is_inference_only_and_reuses_its_buffer():
     """With autograd the stock forms run (gradients stay right); two PyConvs of different
-    shapes share the packing buffer without mixing their inputs."""
+    shapes, run in turn, share the threads' buffers without mixing their inputs."""
     torch.manual_seed(0)
     small = PyConv2d(8, 8, [3, 5], [1, 4]).eval()
     large = PyConv2d(16, 32, [3, 5, 7, 9], [1, 2, 4, 8], stride=2).eval()
@@ -312,7 +312,14 @@ def test_direct_kernel_is_inference_only_and_reuses_its_buffer():
 @needs_direct_kernel
 def test_direct_kernel_reports_bad_input():
     from pyconv_mm.ops import direct
+    level = nn.Conv2d(4, 4, 3, stride=3, padding=1, groups=2, bias=False)
+    x, out = torch.randn(1, 4, 9, 9), torch.empty(1, 4, 3, 3)
     with pytest.raises(RuntimeError, match='stride must be 1 or 2, got 3'):
-        direct.pack(torch.randn(1, 4, 8, 8), 1, 3, 3, (3, 3))
-    with pytest.raises(RuntimeError, match='expected a 4D float32 CPU tensor'):
-        direct.pack(torch.randn(1, 4, 8, 8, dtype=torch.float64), 1, 1, 3, (8, 8))
+        direct.conv_levels(x, [level], [0], out)
+    level.stride = (1, 1)
+    with pytest.raises(RuntimeError, match='output \\[1, 4, 3, 3\\] does not match the input'):
+        direct.conv_levels(x, [level], [0], out)
+    with pytest.raises(RuntimeError, match='expected a 4D float32 CPU input'):
+        direct.conv_levels(x.double(), [level], [0], torch.empty(1, 4, 9, 9))
+    with pytest.raises(RuntimeError, match='channels out of the output'):
+        direct.conv_levels(x, [level], [2], torch.empty(1, 4, 9, 9))
