@@ -36,6 +36,22 @@ def _models(codebase: str, package: str) -> Callable[[], str]:
     return check
 
 
+def _direct_kernel() -> str:
+    """Our PyConv CPU kernel (built by the set-up on x86-64; optional elsewhere)."""
+    import platform
+
+    from pyconv_mm.ops import direct
+    if direct._ext is None:
+        if platform.machine() not in ('x86_64', 'AMD64'):
+            return f'not built on {platform.machine()}: PyConv runs on the stock kernels'
+        raise ImportError('pyconv_mm.ops._direct_conv is not built: rerun tools/setup.sh')
+    if not direct._ext.supported():
+        return 'built; this CPU has no AVX-512: PyConv runs on the stock kernels'
+    if not direct.AVAILABLE:
+        return 'built, AVX-512; turned off by PYCONV_DIRECT_KERNEL=0'
+    return 'built, AVX-512: used for PyConv inference where it is faster'
+
+
 CHECKS: List[Tuple[str, Callable[[], str]]] = [
     ('torch', lambda: __import__('torch').__version__ + ' (CUDA available: '
      + str(__import__('torch').cuda.is_available()) + ')'),
@@ -49,6 +65,7 @@ CHECKS: List[Tuple[str, Callable[[], str]]] = [
     ('pyconv_mm', lambda: '{} ({})'.format(
         _version('pyconv_mm')(), ', '.join(
             f'{k}: {len(v)}' for k, v in importlib.import_module('pyconv_mm').REGISTERED.items()))),
+    ('PyConv CPU kernel', _direct_kernel),
 ]
 
 

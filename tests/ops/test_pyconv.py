@@ -323,3 +323,21 @@ def test_direct_kernel_reports_bad_input():
         direct.conv_levels(x.double(), [level], [0], torch.empty(1, 4, 9, 9))
     with pytest.raises(RuntimeError, match='channels out of the output'):
         direct.conv_levels(x, [level], [2], torch.empty(1, 4, 9, 9))
+
+
+@needs_direct_kernel
+def test_auto_times_the_kernel_per_pyconv_and_compiled_inference_falls_back():
+    """``auto`` decides between the kernel and the levels' stock forms once per PyConv and
+    input; a compiled model (which cannot trace the kernel) runs the stock forms in one graph."""
+    from pyconv_mm.ops import algorithms
+    torch.manual_seed(0)
+    conv = PyConv2d(16, 32, [3, 5, 7, 9], [1, 2, 4, 8]).eval()
+    x = torch.randn(2, 16, 20, 20)
+    with algorithm_policy('native'), torch.no_grad():
+        expected = conv(x)
+    with algorithm_policy('auto'), torch.no_grad():
+        torch.testing.assert_close(conv(x), expected, rtol=1e-5, atol=1e-5)
+        (choice, ) = [form for key, form in algorithms._CACHE.items() if key[1] == 'direct']
+        assert choice in ('direct', 'stock')
+        compiled = torch.compile(conv, backend='aot_eager', fullgraph=True)
+        torch.testing.assert_close(compiled(x), expected, rtol=1e-5, atol=1e-5)
