@@ -74,7 +74,7 @@ else
   if ! ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
     JOBS="${MAX_JOBS:-$(nproc)}"
     echo "no cached wheel for $KEY in $CACHE"
-    echo "building mmcv $MMCV_VERSION from the PyPI sdist: expect 6 to 25 minutes on 2 cores (CPU ops; 6.5 measured here), less with more cores"
+    echo "building mmcv $MMCV_VERSION from the PyPI sdist: expect 6 to 25 minutes on 2 cores (CPU ops; 6.5 to 13 measured here), less with more cores"
     BUILD="$(mktemp -d "${TMPDIR:-/tmp}/pyconv-mmcv-build.XXXXXX")"
     trap 'rm -rf "$BUILD"' EXIT
     pip_ download -q --no-deps --no-binary :all: --no-build-isolation -d "$BUILD" "mmcv==$MMCV_VERSION"

@@ -42,6 +42,7 @@ class Setting:
     fuse_bn: bool = False  # inference: batch norms folded into the convolutions (deployment)
     compile: bool = False  # torch.compile (inductor) the model
     pyconv_algorithm: str = 'auto'  # how PyConv levels run (pyconv_mm.ops.set_algorithm)
+    direct_kernel: bool = True  # whether auto may use our CPU kernel (pyconv_mm.ops.direct)
 
 
 _FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}
@@ -64,8 +65,9 @@ def _model_to_format(model: nn.Module, memory_format: str) -> nn.Module:
 
 def prepare(subject: Subject, setting: Setting):
     """Build the model and one input batch placed as the setting asks; returns a step fn."""
-    from pyconv_mm.ops import set_algorithm
+    from pyconv_mm.ops import direct, set_algorithm
     set_algorithm(setting.pyconv_algorithm)
+    direct.set_enabled(setting.direct_kernel)
     torch.manual_seed(0)
     model = subject.build().to(setting.device)
     x = subject.inputs(setting.batch).to(setting.device)

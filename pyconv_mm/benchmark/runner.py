@@ -66,7 +66,8 @@ def mode_label(setting: dict) -> str:
     forms = (['BN folded'] if setting.get('fuse_bn') and setting['mode'] == 'infer' else []) \
         + (['torch.compile'] if setting.get('compile') else []) \
         + ([f'PyConv {setting["pyconv_algorithm"]}']
-           if setting.get('pyconv_algorithm', 'auto') != 'auto' else [])
+           if setting.get('pyconv_algorithm', 'auto') != 'auto' else []) \
+        + (['no direct kernel'] if not setting.get('direct_kernel', True) else [])
     return setting['mode'] + (f' ({", ".join(forms)})' if forms else '')
 
 

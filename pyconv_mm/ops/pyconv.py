@@ -9,6 +9,7 @@ Example:
     >>> conv(torch.randn(2, 64, 56, 56)).shape
     torch.Size([2, 64, 28, 28])
 """
+import copy
 from typing import List, Optional, Sequence, Union
 
 import torch
@@ -112,10 +113,17 @@ class _PyConvNd(nn.Module):
                algorithms.channels_last_kind(x), torch.is_grad_enabled(),
                tuple((lvl.in_channels, lvl.out_channels, lvl.kernel_size, lvl.groups,
                       lvl.stride, lvl.dilation) for lvl in self.levels))
-        choice = algorithms.choose(key, x, self.levels[0].weight, {
-            'stock': lambda data, _: self._run_forms(data, stock),
-            'direct': lambda data, _: self._run_forms(data, with_kernel)
-        })
+        probe = []  # timing runs a copy: no gradient reaches this PyConv's parameters
+
+        def timed(forms: List[str]):
+            def run(data: torch.Tensor, _) -> torch.Tensor:
+                if not probe:
+                    probe.append(copy.deepcopy(self))
+                return probe[0]._run_forms(data, forms)
+            return run
+
+        choice = algorithms.choose(key, x, self.levels[0].weight,
+                                   dict(stock=timed(stock), direct=timed(with_kernel)))
         return with_kernel if choice == 'direct' else stock
 
     def _run_forms(self, x: torch.Tensor, forms: List[str]) -> torch.Tensor:
@@ -126,18 +134,25 @@ class _PyConvNd(nn.Module):
 
     def _forward_into_one_output(self, x: torch.Tensor, forms: List[str]) -> torch.Tensor:
         """Levels written into one output: those of the direct kernel in one call, which reads
-        the input once for all of them; the others copied in."""
-        out = direct.empty_output(x, self.out_channels, direct.output_size(x, self.levels[0]))
+        the input once for all of them; the others copied in (with autograd: through
+        :class:`~pyconv_mm.ops.direct.LevelsFunction`, which has the kernel's gradients)."""
         starts = [0]
         for level in self.levels[:-1]:
             starts.append(starts[-1] + level.out_channels)
-        kernel_levels = [(lvl, start) for lvl, start, form in zip(self.levels, starts, forms)
-                         if form == 'direct']
-        direct.conv_levels(x, [lvl for lvl, _ in kernel_levels],
-                           [start for _, start in kernel_levels], out)
-        for level, start, form in zip(self.levels, starts, forms):
-            if form != 'direct':
-                out.narrow(1, start, level.out_channels).copy_(self._run_level(level, x, form))
+        kernel = [(lvl, start) for lvl, start, form in zip(self.levels, starts, forms)
+                  if form == 'direct']
+        others = [(start, self._run_level(lvl, x, form))
+                  for lvl, start, form in zip(self.levels, starts, forms) if form != 'direct']
+        if torch.is_grad_enabled():  # training: the kernel's own gradients
+            return direct.LevelsFunction.apply(
+                [lvl for lvl, _ in kernel], [start for _, start in kernel],
+                [start for start, _ in others], x, *[lvl.weight for lvl, _ in kernel],
+                *[lvl.bias if lvl.bias is not None else x.new_empty(0) for lvl, _ in kernel],
+                *[out for _, out in others])
+        out = direct.empty_output(x, self.out_channels, direct.output_size(x, self.levels[0]))
+        direct.conv_levels(x, [lvl for lvl, _ in kernel], [start for _, start in kernel], out)
+        for start, level_out in others:
+            out.narrow(1, start, level_out.shape[1]).copy_(level_out)
         return out
 
     def extra_repr(self) -> str:

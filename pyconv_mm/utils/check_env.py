@@ -47,7 +47,7 @@ def _direct_kernel() -> str:
         raise ImportError('pyconv_mm.ops._direct_conv is not built: rerun tools/setup.sh')
     if not direct._ext.supported():
         return 'built; this CPU has no AVX-512: PyConv runs on the stock kernels'
-    if not direct.AVAILABLE:
+    if not direct.enabled():
         return 'built, AVX-512; turned off by PYCONV_DIRECT_KERNEL=0'
     return 'built, AVX-512: used for PyConv inference where it is faster'
 

@@ -292,9 +292,24 @@ def test_direct_kernel_matches_separate_convs(case, channels_last, bias):
 
 
 @needs_direct_kernel
-def test_direct_kernel_is_inference_only_and_reuses_its_buffer():
-    """With autograd the stock forms run (gradients stay right); two PyConvs of different
-    shapes, run in turn, share the threads' buffers without mixing their inputs."""
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(case=direct_cases(), channels_last=st.booleans())
+def test_direct_kernel_gradients_match_separate_convs(case, channels_last):
+    """Training with the kernel: the input, weight and bias gradients of its levels (its own
+    backward passes) and of the other levels equal those of separate convolutions, 1e-5."""
+    kwargs, shape = case
+    kwargs['stride'] = 1  # strided levels train on the stock forms
+    conv = PyConv2d(**kwargs)
+    with algorithm_policy('direct'):
+        out = check_equivalence(conv, shape, channels_last=channels_last)
+    if any(lvl.groups > 1 for lvl in conv.levels):
+        assert type(out.grad_fn).__name__ == 'LevelsFunctionBackward'
+
+
+@needs_direct_kernel
+def test_direct_kernel_reuses_its_buffers_and_trains_only_stride_1():
+    """Two PyConvs of different shapes, run in turn, share the threads' buffers without mixing
+    their inputs; a strided PyConv trains on the stock forms."""
     torch.manual_seed(0)
     small = PyConv2d(8, 8, [3, 5], [1, 4]).eval()
     large = PyConv2d(16, 32, [3, 5, 7, 9], [1, 2, 4, 8], stride=2).eval()
@@ -306,7 +321,17 @@ def test_direct_kernel_is_inference_only_and_reuses_its_buffer():
             for _ in range(2):
                 torch.testing.assert_close(large(xl), want_large, rtol=1e-5, atol=1e-5)
                 torch.testing.assert_close(small(xs), want_small, rtol=1e-5, atol=1e-5)
-        check_equivalence(large, xl.shape)  # training: forward and gradients via stock forms
+        out = check_equivalence(large, xl.shape)
+    assert type(out.grad_fn).__name__ == 'CatBackward0'
+
+
+@needs_direct_kernel
+def test_tuning_the_kernel_leaves_gradients_alone():
+    """``auto`` times forward and backward of a copy: the PyConv's own gradients stay None."""
+    conv = PyConv2d(16, 32, [3, 5, 7, 9], [1, 2, 4, 8])
+    with algorithm_policy('auto'):
+        conv(torch.randn(2, 16, 12, 12, requires_grad=True))
+    assert all(level.weight.grad is None for level in conv.levels)
 
 
 @needs_direct_kernel

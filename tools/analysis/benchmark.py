@@ -4,7 +4,8 @@
         [--configs OURS.py REF.py ... --shape 3 224 224] [--device cpu|cuda]
         [--precision fp32 bf16 fp16] [--mode infer train] [--memory-format best|nchw|channels_last]
         [--batch N] [--warmup 3] [--repeats 10] [--threads N] [--fuse-bn] [--compile]
-        [--pyconv-algorithm auto|native|dense|depthwise] [--memory] [--breakdown DEPTH]
+        [--pyconv-algorithm auto|native|dense|depthwise|direct] [--no-direct-kernel]
+        [--memory] [--breakdown DEPTH]
         [--json results.json [--force]] [--readme-block benchmark|breakdown]
     python tools/analysis/benchmark.py --from-json benchmarks/*.json --readme-block benchmark
 
@@ -52,9 +53,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile every model (inductor)')
     parser.add_argument('--pyconv-algorithm', default='auto',
-                        choices=['auto', 'native', 'dense', 'depthwise'],
+                        choices=['auto', 'native', 'dense', 'depthwise', 'direct'],
                         help='how grouped PyConv levels run (native: stock grouped convs, as '
-                        "the authors' code; auto: the fastest form per level, timed once)")
+                        "the authors' code; direct: our CPU kernel where it applies; auto: the "
+                        'fastest form, timed once)')
+    parser.add_argument('--no-direct-kernel', action='store_true',
+                        help='keep PyConvs on the stock forms (auto without our CPU kernel)')
     parser.add_argument('--memory', action='store_true',
                         help='also measure the peak memory of training steps')
     parser.add_argument('--breakdown', type=int, default=0, metavar='DEPTH',
@@ -131,7 +135,8 @@ def measure(args: argparse.Namespace) -> dict:
                                   batch=args.batch or default_batch or 8, warmup=args.warmup,
                                   repeats=args.repeats, fuse_bn=args.fuse_bn,
                                   compile=args.compile,
-                                  pyconv_algorithm=args.pyconv_algorithm)
+                                  pyconv_algorithm=args.pyconv_algorithm,
+                                  direct_kernel=not args.no_direct_kernel)
                 result = run_case(name, specs, setting, formats,
                                   memory=args.memory and mode == 'train',
                                   breakdown=args.breakdown)

@@ -41,7 +41,8 @@ struct Tile {
   const float* bias;  // bias of the tile's first output channel, or null
   float* out;         // output element (n, first channel, first row, column 0)
   int64_t out_stride_c, out_stride_h, out_stride_w, out_width;
-  int rows;  // output rows to store
+  int rows;         // output rows to store
+  bool accumulate;  // add to the output instead of overwriting it
 };
 
 #pragma GCC push_options
@@ -58,10 +59,15 @@ inline void store_tile(const Tile& t, __m512 (&acc)[R][CO], int64_t ox0) {
       if (t.bias != nullptr) v = _mm512_add_ps(v, _mm512_set1_ps(t.bias[co]));
       float* dst = t.out + co * t.out_stride_c + r * t.out_stride_h + ox0 * t.out_stride_w;
       if (t.out_stride_w == 1) {
+        if (t.accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, dst));
         _mm512_mask_storeu_ps(dst, mask, v);
       } else {  // channels_last: the 16 columns are C apart
         _mm512_store_ps(lanes, v);
-        for (int64_t i = 0; i < cols; ++i) dst[i * t.out_stride_w] = lanes[i];
+        if (t.accumulate) {
+          for (int64_t i = 0; i < cols; ++i) dst[i * t.out_stride_w] += lanes[i];
+        } else {
+          for (int64_t i = 0; i < cols; ++i) dst[i * t.out_stride_w] = lanes[i];
+        }
       }
     }
   }
@@ -146,7 +152,64 @@ void conv_tile_reuse(const Tile& t) {
   }
 }
 
+// Weight gradient of one (output channels [oc0, oc0 + CO), input channel ci, kernel row ky):
+// dW[oc][ci][ky][kx] = sum over images and output pixels of grad[oc][y][x] * x_pad[y + ky*d][x
+// + kx*d], vectorised over 16 output columns, one image at a time so that its planes stay in
+// cache for the K passes over ky. `grad` planes are (Ho, Wg) with zeros past Wo, `input` planes
+// (Hp, Wp) zero padded for stride 1.
+template <int CO, int K>
+void weight_grad_task(const float* __restrict grad, int64_t grad_plane, int64_t grad_width,
+                      const float* __restrict input, int64_t in_plane, int64_t in_width,
+                      int64_t batch, int64_t grad_image, int64_t in_image, int64_t out_height,
+                      int64_t dilation, int64_t offset, float* __restrict dw,
+                      int64_t dw_stride) {
+  for (int64_t i = 0; i < CO * K * K; ++i) dw[(i / (K * K)) * dw_stride + i % (K * K)] = 0.f;
+  for (int64_t n = 0; n < batch; ++n) {
+    const float* g_n = grad + n * grad_image;
+    const float* x_n = input + n * in_image;
+    for (int ky = 0; ky < K; ++ky) {
+      __m512 acc[CO][K];
+#pragma GCC unroll 16
+      for (int co = 0; co < CO; ++co)
+#pragma GCC unroll 16
+        for (int kx = 0; kx < K; ++kx) acc[co][kx] = _mm512_setzero_ps();
+      for (int64_t y = 0; y < out_height; ++y) {
+        const float* g_row = g_n + y * grad_width;
+        const float* x_row = x_n + (y + ky * dilation + offset) * in_width + offset;
+        for (int64_t x0 = 0; x0 < grad_width; x0 += 16) {
+          __m512 g[CO];
+#pragma GCC unroll 16
+          for (int co = 0; co < CO; ++co) g[co] = _mm512_loadu_ps(g_row + co * grad_plane + x0);
+#pragma GCC unroll 16
+          for (int kx = 0; kx < K; ++kx) {
+            const __m512 v = _mm512_loadu_ps(x_row + x0 + kx * dilation);
+#pragma GCC unroll 16
+            for (int co = 0; co < CO; ++co) acc[co][kx] = _mm512_fmadd_ps(g[co], v, acc[co][kx]);
+          }
+        }
+      }
+#pragma GCC unroll 16
+      for (int co = 0; co < CO; ++co)
+#pragma GCC unroll 16
+        for (int kx = 0; kx < K; ++kx)
+          dw[co * dw_stride + ky * K + kx] += _mm512_reduce_add_ps(acc[co][kx]);
+    }
+  }
+}
+
 #pragma GCC pop_options
+
+using WeightGradFn = decltype(&weight_grad_task<1, 3>);
+
+WeightGradFn pick_weight_grad(int64_t kernel, int channels) {
+#define PYCONV_WGRAD(K)                                                      \
+  if (kernel == K)                                                         \
+    return channels == 4 ? &weight_grad_task<4, K>                         \
+                         : (channels == 2 ? &weight_grad_task<2, K> : &weight_grad_task<1, K>);
+  PYCONV_WGRAD(3) PYCONV_WGRAD(5) PYCONV_WGRAD(7) PYCONV_WGRAD(9)
+#undef PYCONV_WGRAD
+  return nullptr;
+}
 
 using TileFn = void (*)(const Tile&);
 
@@ -181,12 +244,13 @@ struct Level {
 
 bool supported() { return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma"); }
 
-// Writes conv2d(x, weights[i], biases[i], stride, padding = (K - 1) / 2 * dilations[i],
-// dilations[i], groups = C_in / weights[i].size(1)) into channels [c_offsets[i], + C_out) of
-// `out`, for every level i. `biases[i]` may be an empty tensor (no bias).
+// Writes (or with `accumulate` adds) conv2d(x, weights[i], biases[i], stride, padding =
+// (K - 1) / 2 * dilations[i], dilations[i], groups = C_in / weights[i].size(1)) into channels
+// [c_offsets[i], + C_out) of `out`, for every level i. `biases[i]` may be empty (no bias).
 void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weights,
                  const std::vector<torch::Tensor>& biases, const std::vector<int64_t>& dilations,
-                 const std::vector<int64_t>& c_offsets, int64_t stride, torch::Tensor& out) {
+                 const std::vector<int64_t>& c_offsets, int64_t stride, torch::Tensor& out,
+                 bool accumulate) {
   TORCH_CHECK(supported(), "pyconv direct kernel: this CPU has no AVX-512");
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat && x.device().is_cpu(),
               "pyconv direct kernel: expected a 4D float32 CPU input, got ", x.sizes(), " ",
@@ -289,6 +353,7 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
       t.out_stride_h = out.stride(2);
       t.out_stride_w = out.stride(3);
       t.out_width = Wo;
+      t.accumulate = accumulate;
       for (const Level& lvl : levels) {
         t.in_channels = lvl.in_per_group;
         t.weight_stride = lvl.in_per_group * lvl.kernel * lvl.kernel;
@@ -315,9 +380,84 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
   });
 }
 
+// Planar copy of channels [c0, c0 + C) of a 4D tensor: (N, C, H + 2 * pad, W_out) zero padded,
+// W_out >= W + 2 * pad.
+torch::Tensor planar(const torch::Tensor& t, int64_t c0, int64_t C, int64_t pad, int64_t width,
+                     int64_t extra_rows) {
+  const int64_t N = t.size(0), H = t.size(2), W = t.size(3);
+  auto out = torch::zeros({N, C, H + 2 * pad + extra_rows, width}, t.options());
+  out.narrow(2, pad, H).narrow(3, pad, W).copy_(t.narrow(1, c0, C));
+  return out;
+}
+
+bool weight_grad_supported(int64_t kernel) { return pick_weight_grad(kernel, 1) != nullptr; }
+
+// Weight gradients of stride-1 grouped levels: for level i (kernel K_i in 3, 5, 7, 9, weight
+// shape `shapes[i]` = (C_out, C_in / G, K, K), dilation d_i, padding (K_i - 1) / 2 * d_i), the
+// gradient of its weight from `grad` channels [c_offsets[i], + C_out) and input `x`.
+std::vector<torch::Tensor> weight_grads(const torch::Tensor& x, const torch::Tensor& grad,
+                                        const std::vector<std::vector<int64_t>>& shapes,
+                                        const std::vector<int64_t>& dilations,
+                                        const std::vector<int64_t>& c_offsets) {
+  TORCH_CHECK(supported(), "pyconv direct kernel: this CPU has no AVX-512");
+  TORCH_CHECK(x.dim() == 4 && grad.dim() == 4 && x.scalar_type() == torch::kFloat &&
+                  grad.scalar_type() == torch::kFloat && x.size(2) == grad.size(2) &&
+                  x.size(3) == grad.size(3),
+              "pyconv weight gradient: expected float32 input and gradient of one size");
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  int64_t pad = 0;
+  for (size_t i = 0; i < shapes.size(); ++i)
+    pad = std::max(pad, (shapes[i][2] - 1) / 2 * dilations[i]);
+  const int64_t grad_width = (W + 15) / 16 * 16;
+  // input columns read past the image by the last 16-wide block: up to grad_width - W more
+  const int64_t in_width = grad_width + 2 * pad;
+  const auto xp = planar(x, 0, C, pad, in_width, 0);
+  std::vector<torch::Tensor> grads, result;
+  struct Job {
+    WeightGradFn fn;
+    const float* grad;
+    int64_t grad_image;
+    const float* input;
+    float* dw;
+    int64_t dw_stride, dilation, offset;
+  };
+  std::vector<Job> jobs;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const int64_t out_channels = shapes[i][0], in_per_group = shapes[i][1], K = shapes[i][2];
+    const int64_t out_per_group = out_channels / (C / in_per_group);
+    const int channels = out_per_group % 4 == 0 && K <= 5 ? 4 : (out_per_group % 2 == 0 ? 2 : 1);
+    const WeightGradFn fn = pick_weight_grad(K, channels);
+    TORCH_CHECK(fn != nullptr, "pyconv weight gradient: kernel size ", K, " not supported");
+    grads.push_back(planar(grad, c_offsets[i], out_channels, 0, grad_width, 0));
+    result.push_back(torch::empty({out_channels, in_per_group, K, K}, x.options()));
+    const int64_t offset = pad - (K - 1) / 2 * dilations[i];
+    for (int64_t oc = 0; oc < out_channels; oc += channels)
+      for (int64_t ci = 0; ci < in_per_group; ++ci) {
+        const int64_t group = oc / out_per_group;
+        jobs.push_back({fn, grads.back().data_ptr<float>() + oc * H * grad_width,
+                        out_channels * H * grad_width,
+                        xp.data_ptr<float>() + (group * in_per_group + ci) * xp.size(2) * in_width,
+                        result.back().data_ptr<float>() + (oc * in_per_group + ci) * K * K,
+                        in_per_group * K * K, dilations[i], offset});
+      }
+  }
+  const int64_t in_image = C * xp.size(2) * in_width;
+  at::parallel_for(0, static_cast<int64_t>(jobs.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) {
+      const Job& job = jobs[j];
+      job.fn(job.grad, H * grad_width, grad_width, job.input, xp.size(2) * in_width, in_width, N,
+             job.grad_image, in_image, H, job.dilation, job.offset, job.dw, job.dw_stride);
+    }
+  });
+  return result;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "Direct AVX-512 CPU kernel for grouped PyConv levels (inference)";
   m.def("supported", &supported, "whether this CPU can run the kernel");
   m.def("conv_levels", &conv_levels,
         "grouped levels of a PyConv written into their channel ranges of one output");
+  m.def("weight_grads", &weight_grads, "weight gradients of stride-1 grouped levels");
+  m.def("weight_grad_supported", &weight_grad_supported,
+        "whether weight_grads takes this kernel size");
 }
