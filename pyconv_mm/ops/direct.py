@@ -44,6 +44,8 @@ def usable(x: torch.Tensor, level: nn.Conv2d) -> bool:
     autograd (training) only stride-1 levels of kernel 3, 5, 7 or 9, whose gradients it has."""
     if not enabled() or x.dim() != 4 or x.device.type != 'cpu' or x.dtype != torch.float32:
         return False
+    if _cpu_autocast():
+        return False  # the user asked for bf16/fp16 convolutions
     if level.weight.dtype != torch.float32 or level.padding_mode != 'zeros':
         return False
     kh, kw = level.kernel_size
@@ -53,6 +55,13 @@ def usable(x: torch.Tensor, level: nn.Conv2d) -> bool:
             and level.padding == ((kh - 1) // 2 * level.dilation[0], ) * 2):
         return False
     return not torch.is_grad_enabled() or (sh == 1 and _ext.weight_grad_supported(kh))
+
+
+def _cpu_autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled('cpu')
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
 
 
 def output_size(x: torch.Tensor, level: nn.Conv2d) -> Tuple[int, int]:

@@ -366,3 +366,10 @@ def test_auto_times_the_kernel_per_pyconv_and_compiled_inference_falls_back():
         assert choice in ('direct', 'stock')
         compiled = torch.compile(conv, backend='aot_eager', fullgraph=True)
         torch.testing.assert_close(compiled(x), expected, rtol=1e-5, atol=1e-5)
+
+
+@needs_direct_kernel
+def test_direct_kernel_leaves_autocast_to_the_stock_forms():
+    conv = PyConv2d(16, 32, [3, 5, 7, 9], [1, 2, 4, 8]).eval()
+    with algorithm_policy('direct'), torch.no_grad(), torch.autocast('cpu', torch.bfloat16):
+        assert conv(torch.randn(1, 16, 8, 8)).dtype == torch.bfloat16
