@@ -73,16 +73,21 @@ inline void store_tile(const Tile& t, __m512 (&acc)[R][CO], int64_t ox0) {
   }
 }
 
+template <int R, int CO>
+inline void zero_tile(__m512 (&acc)[R][CO]) {
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int co = 0; co < CO; ++co) acc[r][co] = _mm512_setzero_ps();
+}
+
 // R output rows x CO output channels, any kernel size and dilation; all columns, 16 at a time.
 template <int R, int CO, int S>
 void conv_tile(const Tile& t) {
   const int64_t taps = t.kernel * t.kernel;
   for (int64_t ox0 = 0; ox0 < t.out_width; ox0 += 16) {
     __m512 acc[R][CO];
-#pragma GCC unroll 16
-    for (int r = 0; r < R; ++r)
-#pragma GCC unroll 16
-      for (int co = 0; co < CO; ++co) acc[r][co] = _mm512_setzero_ps();
+    zero_tile<R, CO>(acc);
     for (int64_t ci = 0; ci < t.in_channels; ++ci) {
       const float* channel = t.input + ci * S * t.plane;
       const float* w_ci = t.weight + ci * taps;
@@ -116,10 +121,7 @@ void conv_tile_reuse(const Tile& t) {
   constexpr int kRows = (R - 1) * S + K;  // input rows a tile reads
   for (int64_t ox0 = 0; ox0 < t.out_width; ox0 += 16) {
     __m512 acc[R][CO];
-#pragma GCC unroll 16
-    for (int r = 0; r < R; ++r)
-#pragma GCC unroll 16
-      for (int co = 0; co < CO; ++co) acc[r][co] = _mm512_setzero_ps();
+    zero_tile<R, CO>(acc);
     for (int64_t ci = 0; ci < t.in_channels; ++ci) {
       const float* channel = t.input + ci * S * t.plane;
       const float* w_ci = t.weight + ci * K * K;
