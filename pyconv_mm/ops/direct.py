@@ -14,7 +14,7 @@ Example:
     >>> conv_levels(x, [conv.levels[1], conv.levels[3]], [16, 48], out)  # two grouped levels
 """
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -106,8 +106,10 @@ class LevelsFunction(torch.autograd.Function):
     is a grouped convolution of the output gradient with the transposed, flipped kernels), the
     weights' by the kernel's weight-gradient pass, the other levels' by slicing.
 
-    ``apply(levels, c_offsets, out_channels, x, *weights, *biases, *others)`` with ``others``
-    the (offset, tensor) outputs of the other levels flattened as ``offsets`` then tensors.
+    ``apply(levels, c_offsets, other_offsets, x, *weights, *biases, *others)``: the kernel's
+    levels, their weights and biases (empty tensors for none) and output channel offsets; the
+    other levels' outputs (autograd-tracked tensors) and their offsets. Returns the PyConv's
+    output in ``x``'s memory format.
     """
 
     @staticmethod
