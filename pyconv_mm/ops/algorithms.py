@@ -154,10 +154,8 @@ def _time(run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], weight: tor
 
 
 def choose(key: Tuple, x: torch.Tensor, weight: torch.Tensor,
-           candidates: Dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]],
-           repeats: int = 3) -> str:
-    """The algorithm for ``key``: the policy, or (auto) the fastest candidate, timed once
-    (best of ``repeats`` runs after a warm-up).
+           candidates: Dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]) -> str:
+    """The algorithm for ``key``: the policy, or (auto) the fastest candidate, timed once.
 
     ``candidates[name](x, weight)`` computes the level.
     """
@@ -170,6 +168,5 @@ def choose(key: Tuple, x: torch.Tensor, weight: torch.Tensor,
         chosen = _CACHE.get(key, 'native')
         return 'native' if chosen == 'direct' else chosen
     if key not in _CACHE:
-        _CACHE[key] = min(candidates,
-                          key=lambda name: _time(candidates[name], weight, x, repeats))
+        _CACHE[key] = min(candidates, key=lambda name: _time(candidates[name], weight, x))
     return _CACHE[key]

@@ -122,9 +122,8 @@ class _PyConvNd(nn.Module):
                 return probe[0]._run_forms(data, forms)
             return run
 
-        # one timed run each: a whole PyConv takes long enough, and its stock forms are warm
         choice = algorithms.choose(key, x, self.levels[0].weight,
-                                   dict(stock=timed(stock), direct=timed(with_kernel)), repeats=1)
+                                   dict(stock=timed(stock), direct=timed(with_kernel)))
         return with_kernel if choice == 'direct' else stock
 
     def _run_forms(self, x: torch.Tensor, forms: List[str]) -> torch.Tensor:
