@@ -7,7 +7,7 @@ benchmark mode). Four forms compute the same grouped convolution:
 * ``depthwise``: for each of the ``C_out / G`` outputs of a group, one depthwise convolution
   of all inputs with that output's kernels, then the sum over each group's inputs;
 * ``direct``: our AVX-512 CPU kernel (:mod:`pyconv_mm.ops.direct`), vectorised over output
-  columns; 2D, fp32, inference only. It computes all grouped levels of a PyConv in one pass
+  columns; 2D, fp32, training only at stride 1. It computes all grouped levels of a PyConv in one pass
   over the input, straight into the PyConv's output, so it is chosen for a PyConv as a whole:
   ``auto`` times the PyConv with its levels' best stock forms and with the kernel, once.
 

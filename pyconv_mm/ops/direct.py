@@ -19,6 +19,8 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .algorithms import channels_last_kind
+
 try:
     from . import _direct_conv as _ext
 except ImportError:  # not built (e.g. installed without a compiler): the stock forms run
@@ -73,8 +75,7 @@ def output_size(x: torch.Tensor, level: nn.Conv2d) -> Tuple[int, int]:
 
 def empty_output(x: torch.Tensor, channels: int, size: Tuple[int, int]) -> torch.Tensor:
     """An output of ``channels`` channels in ``x``'s memory format."""
-    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) \
-        and not x.is_contiguous() else torch.contiguous_format
+    fmt = channels_last_kind(x) or torch.contiguous_format
     return torch.empty((x.shape[0], channels, *size), dtype=x.dtype, device=x.device,
                        memory_format=fmt)
 
@@ -130,10 +131,7 @@ class LevelsFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        x, *weights = ctx.saved_tensors
-        grad = grad.contiguous(memory_format=torch.channels_last) \
-            if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
-            else grad.contiguous()
+        x, *weights = ctx.saved_tensors  # the kernels read any strides of grad
         grad_x = None
         if ctx.needs_input_grad[3]:
             grad_x = torch.zeros_like(x)

@@ -49,7 +49,7 @@ def _direct_kernel() -> str:
         return 'built; this CPU has no AVX-512: PyConv runs on the stock kernels'
     if not direct.enabled():
         return 'built, AVX-512; turned off by PYCONV_DIRECT_KERNEL=0'
-    return 'built, AVX-512: used for PyConv inference where it is faster'
+    return 'built, AVX-512: used for PyConvs where it is faster'
 
 
 CHECKS: List[Tuple[str, Callable[[], str]]] = [

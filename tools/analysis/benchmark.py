@@ -30,6 +30,7 @@ sys.path.insert(0, ROOT)
 def parse_args() -> argparse.Namespace:
     from pyconv_mm.benchmark import CASES
     from pyconv_mm.benchmark.runner import README_BLOCKS
+    from pyconv_mm.ops.algorithms import ALGORITHMS
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--cases', nargs='+', default=['all'],
                         help=f'cases to run: all or some of {sorted(CASES)}')
@@ -53,7 +54,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile every model (inductor)')
     parser.add_argument('--pyconv-algorithm', default='auto',
-                        choices=['auto', 'native', 'dense', 'depthwise', 'direct'],
+                        choices=('auto', ) + ALGORITHMS,
                         help='how grouped PyConv levels run (native: stock grouped convs, as '
                         "the authors' code; direct: our CPU kernel where it applies; auto: the "
                         'fastest form, timed once)')

@@ -1,4 +1,4 @@
-// Direct CPU kernel for the grouped levels of a PyConv (inference, fp32, AVX-512).
+// Direct CPU kernel for the grouped levels of a PyConv (fp32, AVX-512), with its gradients.
 //
 // The stock CPU kernels run grouped convolutions whose groups have few channels (PyConv's
 // 5x5/G4, 7x7/G8 and 9x9/G16 levels) at a fraction of the rate of a dense convolution. This
@@ -161,7 +161,7 @@ void conv_tile_reuse(const Tile& t) {
 // (Hp, Wp) zero padded for stride 1.
 template <int CO, int K>
 void weight_grad_task(const float* __restrict grad, int64_t grad_plane, int64_t grad_width,
-                      const float* __restrict input, int64_t in_plane, int64_t in_width,
+                      const float* __restrict input, int64_t in_width,
                       int64_t batch, int64_t grad_image, int64_t in_image, int64_t out_height,
                       int64_t dilation, int64_t offset, float* __restrict dw,
                       int64_t dw_stride) {
@@ -171,10 +171,7 @@ void weight_grad_task(const float* __restrict grad, int64_t grad_plane, int64_t 
     const float* x_n = input + n * in_image;
     for (int ky = 0; ky < K; ++ky) {
       __m512 acc[CO][K];
-#pragma GCC unroll 16
-      for (int co = 0; co < CO; ++co)
-#pragma GCC unroll 16
-        for (int kx = 0; kx < K; ++kx) acc[co][kx] = _mm512_setzero_ps();
+      zero_tile<CO, K>(acc);
       for (int64_t y = 0; y < out_height; ++y) {
         const float* g_row = g_n + y * grad_width;
         const float* x_row = x_n + (y + ky * dilation + offset) * in_width + offset;
@@ -201,6 +198,14 @@ void weight_grad_task(const float* __restrict grad, int64_t grad_plane, int64_t 
 
 #pragma GCC pop_options
 
+// Output channels a tile (or weight-gradient task) takes at once: 4, 2 or 1, dividing the
+// channels of a group, and at most `most`.
+int channels_per_tile(int64_t out_per_group, int most) {
+  for (int channels = most; channels > 1; channels /= 2)
+    if (out_per_group % channels == 0) return channels;
+  return 1;
+}
+
 using WeightGradFn = decltype(&weight_grad_task<1, 3>);
 
 WeightGradFn pick_weight_grad(int64_t kernel, int channels) {
@@ -220,7 +225,7 @@ using TileFn = void (*)(const Tile&);
 template <int S>
 TileFn pick_tile(int64_t kernel, int64_t dilation, int64_t out_per_group, int* rows,
                  int* channels) {
-  *channels = out_per_group % 4 == 0 ? 4 : (out_per_group % 2 == 0 ? 2 : 1);
+  *channels = channels_per_tile(out_per_group, 4);
   *rows = *channels == 1 ? 8 : 4;
   if (dilation == 1 && *channels <= 2) {
 #define PYCONV_REUSE(K) \
@@ -427,7 +432,8 @@ std::vector<torch::Tensor> weight_grads(const torch::Tensor& x, const torch::Ten
   for (size_t i = 0; i < shapes.size(); ++i) {
     const int64_t out_channels = shapes[i][0], in_per_group = shapes[i][1], K = shapes[i][2];
     const int64_t out_per_group = out_channels / (C / in_per_group);
-    const int channels = out_per_group % 4 == 0 && K <= 5 ? 4 : (out_per_group % 2 == 0 ? 2 : 1);
+    // K x channels accumulators: 4 channels fit the registers up to K = 5
+    const int channels = channels_per_tile(out_per_group, K <= 5 ? 4 : 2);
     const WeightGradFn fn = pick_weight_grad(K, channels);
     TORCH_CHECK(fn != nullptr, "pyconv weight gradient: kernel size ", K, " not supported");
     grads.push_back(planar(grad, c_offsets[i], out_channels, 0, grad_width, 0));
@@ -447,7 +453,7 @@ std::vector<torch::Tensor> weight_grads(const torch::Tensor& x, const torch::Ten
   at::parallel_for(0, static_cast<int64_t>(jobs.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t j = begin; j < end; ++j) {
       const Job& job = jobs[j];
-      job.fn(job.grad, H * grad_width, grad_width, job.input, xp.size(2) * in_width, in_width, N,
+      job.fn(job.grad, H * grad_width, grad_width, job.input, in_width, N,
              job.grad_image, in_image, H, job.dilation, job.offset, job.dw, job.dw_stride);
     }
   });
