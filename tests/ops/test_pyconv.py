@@ -326,6 +326,28 @@ def test_direct_kernel_reuses_its_buffers_and_trains_only_stride_1():
 
 
 @needs_direct_kernel
+@pytest.mark.parametrize('stride', [1, 2])
+@pytest.mark.parametrize('height, width', [(23, 37), (8, 16), (5, 19)])
+def test_direct_kernel_channels_last_blocks(stride, height, width):
+    """channels_last inputs and outputs of whole 16-channel blocks take the kernel's 16 x 16
+    transposes (in and out, stride phases, partial column blocks, reused thread buffers);
+    at stride 1 the input gradient is accumulated through them too."""
+    torch.manual_seed(0)
+    conv = PyConv2d(32, 64, [3, 5, 7, 9], [1, 4, 8, 16], stride=stride)
+    shape = (2, 32, height, width)
+    with algorithm_policy('direct'):
+        for _ in range(2):  # the second pass reuses the zero padding of the first
+            conv.zero_grad(set_to_none=True)
+            out = check_equivalence(conv, shape, channels_last=True) if stride == 1 else None
+            with torch.no_grad():
+                x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+                expected = reference(x, conv, [lvl.weight for lvl in conv.levels])
+                torch.testing.assert_close(conv.eval()(x), expected, rtol=1e-5, atol=1e-5)
+                conv.train()
+    assert out is None or type(out.grad_fn).__name__ == 'LevelsFunctionBackward'
+
+
+@needs_direct_kernel
 def test_tuning_the_kernel_leaves_gradients_alone():
     """``auto`` times forward and backward of a copy: the PyConv's own gradients stay None."""
     conv = PyConv2d(16, 32, [3, 5, 7, 9], [1, 2, 4, 8])

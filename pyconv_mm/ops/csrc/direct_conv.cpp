@@ -196,6 +196,100 @@ void weight_grad_task(const float* __restrict grad, int64_t grad_plane, int64_t 
   }
 }
 
+// 16 x 16 transpose in registers: row i of the result holds element i of every input row.
+inline void transpose16(__m512 (&r)[16]) {
+  __m512 t[16];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  // u[4g + j], 128-bit lane k: element 4k + j of rows 4g .. 4g + 3
+  __m512 u[16];
+#pragma GCC unroll 4
+  for (int g = 0; g < 4; ++g) {
+    u[4 * g] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+    u[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+    u[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+    u[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    const __m512 even_ab = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88);
+    const __m512 even_cd = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);
+    const __m512 odd_ab = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xDD);
+    const __m512 odd_cd = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xDD);
+    r[j] = _mm512_shuffle_f32x4(even_ab, even_cd, 0x88);
+    r[8 + j] = _mm512_shuffle_f32x4(even_ab, even_cd, 0xDD);
+    r[4 + j] = _mm512_shuffle_f32x4(odd_ab, odd_cd, 0x88);
+    r[12 + j] = _mm512_shuffle_f32x4(odd_ab, odd_cd, 0xDD);
+  }
+}
+
+// One image row of a channels_last input (channels adjacent, pixels `pixel_stride` apart,
+// C a multiple of 16) into the planar band buffer: 16 pixels x 16 channels per transpose.
+// Column xi goes to buffer column xi + pad, split into S phase planes of `plane` floats.
+template <int S>
+void copy_row_channels_last(const float* in_row, int64_t pixel_stride, int64_t C, int64_t W,
+                            int64_t pad, float* out_row, int64_t plane) {
+  const __m512i by_phase =
+      _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+  for (int64_t x0 = 0; x0 < W; x0 += 16) {
+    const int valid = static_cast<int>(std::min<int64_t>(16, W - x0));
+    const int64_t column = x0 + pad;
+    for (int64_t c0 = 0; c0 < C; c0 += 16) {
+      __m512 v[16];
+#pragma GCC unroll 16
+      for (int j = 0; j < 16; ++j)
+        v[j] = j < valid ? _mm512_loadu_ps(in_row + (x0 + j) * pixel_stride + c0)
+                         : _mm512_setzero_ps();
+      transpose16(v);
+      for (int c = 0; c < 16; ++c) {
+        float* channel = out_row + (c0 + c) * S * plane;
+        if (S == 1) {
+          _mm512_mask_storeu_ps(channel + column, static_cast<__mmask16>((1u << valid) - 1u),
+                                v[c]);
+        } else {  // even lanes to the phase of `column`, odd lanes to the other one
+          const __m512 split = _mm512_permutexvar_ps(by_phase, v[c]);
+          const int first = static_cast<int>(column & 1);
+          const __mmask16 even = static_cast<__mmask16>((1u << ((valid + 1) / 2)) - 1u);
+          const __mmask16 odd = static_cast<__mmask16>((1u << (valid / 2)) - 1u);
+          _mm512_mask_storeu_ps(channel + first * plane + (column >> 1), even, split);
+          _mm512_mask_storeu_ps(channel + (1 - first) * plane + ((column + 1) >> 1), odd,
+                                _mm512_shuffle_f32x4(split, split, 0xEE));
+        }
+      }
+    }
+  }
+}
+
+// Band of planar outputs (C channels of `rows` x `width` floats, C a multiple of 16) stored
+// to (or with `accumulate` added into) a channels_last output: pixel x's channels at
+// out + x * pixel_stride, rows `row_stride` apart.
+void store_band_channels_last(const float* band, int64_t C, int64_t rows, int64_t width,
+                              int64_t W, float* out, int64_t row_stride, int64_t pixel_stride,
+                              bool accumulate) {
+  const int64_t channel_floats = kBandRows * width;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t x0 = 0; x0 < W; x0 += 16) {
+      const int valid = static_cast<int>(std::min<int64_t>(16, W - x0));
+      for (int64_t c0 = 0; c0 < C; c0 += 16) {
+        __m512 v[16];
+#pragma GCC unroll 16
+        for (int c = 0; c < 16; ++c)
+          v[c] = _mm512_loadu_ps(band + (c0 + c) * channel_floats + r * width + x0);
+        transpose16(v);
+        float* dst = out + r * row_stride + x0 * pixel_stride + c0;
+        for (int j = 0; j < valid; ++j) {
+          __m512 value = v[j];
+          if (accumulate) value = _mm512_add_ps(value, _mm512_loadu_ps(dst + j * pixel_stride));
+          _mm512_storeu_ps(dst + j * pixel_stride, value);
+        }
+      }
+    }
+  }
+}
+
 #pragma GCC pop_options
 
 // Output channels a tile (or weight-gradient task) takes at once: 4, 2 or 1, dividing the
@@ -328,39 +422,73 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
   float* dst = out.data_ptr<float>();
   const int64_t sn = x.stride(0), sc = x.stride(1), sh = x.stride(2), sw = x.stride(3);
   const int64_t shift = stride == 2 ? 1 : 0;
+  // channels_last input with whole 16-channel blocks: copied by 16 x 16 transposes
+  const bool transpose_in = sc == 1 && C % 16 == 0;
+  // channels_last output whose kernel channels form one block of whole 16-channel blocks:
+  // the band is written planar to a second buffer of the thread, then transposed out
+  int64_t c_first = out.size(1), c_end = 0, covered = 0;
+  for (const Level& lvl : levels) {
+    c_first = std::min(c_first, lvl.c_offset);
+    c_end = std::max(c_end, lvl.c_offset + lvl.out_channels);
+    covered += lvl.out_channels;
+  }
+  const int64_t band_width = (Wo + 15) / 16 * 16;
+  const bool transpose_out =
+      out.stride(1) == 1 && covered == c_end - c_first && covered % 16 == 0;
+  // what the zeros of a thread's input buffer depend on: the columns past the image are never
+  // written, so a buffer of the same layout only needs its rows outside the image zeroed
+  const std::vector<int64_t> layout = {C, stride, plane, width, rows, pad, W};
   at::parallel_for(0, N * bands, 1, [&](int64_t begin, int64_t end) {
-    thread_local std::vector<float> buffer;
+    thread_local std::vector<float> buffer, band_out;
+    thread_local std::vector<int64_t> buffer_layout;
+    if (buffer_layout != layout) {
+      buffer.assign(C * stride * plane, 0.f);
+      buffer_layout = layout;
+    }
+    if (transpose_out) band_out.resize(covered * kBandRows * band_width);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t band = task % bands, n = task / bands;
       const int64_t oy0 = band * kBandRows;
-      buffer.assign(C * stride * plane, 0.f);
       const int64_t y0 = oy0 * stride - pad;  // image row of buffer row 0
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t y = y0 + r;
-        if (y < 0 || y >= H) continue;
-        const float* in_row = src + n * sn + y * sh;
         float* out_row = buffer.data() + r * width;
-        auto put = [&](int64_t c, int64_t xi) {
-          const int64_t column = xi + pad;
-          out_row[(c * stride + (column & shift)) * plane + (column >> shift)] =
-              in_row[c * sc + xi * sw];
-        };
-        if (sc == 1) {  // channels_last: a pixel's channels are adjacent
-          for (int64_t xi = 0; xi < W; ++xi)
-            for (int64_t c = 0; c < C; ++c) put(c, xi);
-        } else {
-          for (int64_t c = 0; c < C; ++c)
-            for (int64_t xi = 0; xi < W; ++xi) put(c, xi);
+        if (y < 0 || y >= H) {
+          for (int64_t plane_index = 0; plane_index < C * stride; ++plane_index)
+            std::fill_n(out_row + plane_index * plane, width, 0.f);
+          continue;
         }
+        const float* in_row = src + n * sn + y * sh;
+        if (transpose_in) {
+          if (stride == 1)
+            copy_row_channels_last<1>(in_row, sw, C, W, pad, out_row, plane);
+          else
+            copy_row_channels_last<2>(in_row, sw, C, W, pad, out_row, plane);
+          continue;
+        }
+        for (int64_t c = 0; c < C; ++c)
+          for (int64_t xi = 0; xi < W; ++xi) {
+            const int64_t column = xi + pad;
+            out_row[(c * stride + (column & shift)) * plane + (column >> shift)] =
+                in_row[c * sc + xi * sw];
+          }
       }
+      const int64_t band_rows = std::min<int64_t>(kBandRows, Ho - oy0);
       Tile t;
       t.plane = plane;
       t.width = width;
-      t.out_stride_c = out.stride(1);
-      t.out_stride_h = out.stride(2);
-      t.out_stride_w = out.stride(3);
       t.out_width = Wo;
-      t.accumulate = accumulate;
+      if (transpose_out) {  // planar (channel, row, column) band, stored after the levels
+        t.out_stride_c = kBandRows * band_width;
+        t.out_stride_h = band_width;
+        t.out_stride_w = 1;
+        t.accumulate = false;
+      } else {
+        t.out_stride_c = out.stride(1);
+        t.out_stride_h = out.stride(2);
+        t.out_stride_w = out.stride(3);
+        t.accumulate = accumulate;
+      }
       for (const Level& lvl : levels) {
         t.in_channels = lvl.in_per_group;
         t.weight_stride = lvl.in_per_group * lvl.kernel * lvl.kernel;
@@ -373,16 +501,23 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
             const int64_t channel = group * lvl.out_per_group + oc;  // within the level
             t.weight = lvl.weight + channel * t.weight_stride;
             t.bias = lvl.bias == nullptr ? nullptr : lvl.bias + channel;
-            for (int64_t j = 0; j < kBandRows && oy0 + j < Ho; j += lvl.tile_rows) {
+            for (int64_t j = 0; j < band_rows; j += lvl.tile_rows) {
               t.in_y = j * stride;
-              t.rows = static_cast<int>(std::min<int64_t>(lvl.tile_rows, Ho - oy0 - j));
-              t.out = dst + n * out.stride(0) + (lvl.c_offset + channel) * out.stride(1) +
-                      (oy0 + j) * out.stride(2);
+              t.rows = static_cast<int>(std::min<int64_t>(lvl.tile_rows, band_rows - j));
+              t.out = transpose_out
+                          ? band_out.data() + (lvl.c_offset - c_first + channel) * t.out_stride_c +
+                                j * t.out_stride_h
+                          : dst + n * out.stride(0) + (lvl.c_offset + channel) * out.stride(1) +
+                                (oy0 + j) * out.stride(2);
               lvl.tile(t);
             }
           }
         }
       }
+      if (transpose_out)
+        store_band_channels_last(band_out.data(), covered, band_rows, band_width, Wo,
+                                 dst + n * out.stride(0) + oy0 * out.stride(2) + c_first,
+                                 out.stride(2), out.stride(3), accumulate);
     }
   });
 }
