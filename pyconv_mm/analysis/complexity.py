@@ -9,6 +9,7 @@ Example:
     >>> info['params'], round(info['gflops'], 2)
     (24847720, 3.88)
 """
+import math
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -91,6 +92,42 @@ def analyze_model(model: nn.Module, scope: str,
         analyzer.uncalled_modules_warnings(False)
         flops = analyzer.total()
     return dict(params=parameter_count(model)[''], flops=flops, gflops=flops / 1e9, shape=shape)
+
+
+#: Operations per output element of the elementwise ops that multiply-add counts leave out, at
+#: the most generous rates of the public counters of 2020 (thop counted 4 per BN element):
+#: with these, a count is an upper bound of what any of those conventions gives.
+ELEMENTWISE_RATES: Dict[str, int] = {
+    'aten::batch_norm': 4, 'aten::relu': 1, 'aten::relu_': 1, 'aten::add': 1, 'aten::add_': 1}
+
+
+def _max_pool_comparisons(inputs, outputs) -> int:
+    """One comparison per window element and output element of a max pool."""
+    from mmengine.analysis.jit_handles import get_shape
+    window = inputs[1].toIValue()
+    if window is None:  # traced as a list of constants
+        window = [value.toIValue() for value in inputs[1].node().inputs()]
+    return math.prod(get_shape(outputs[0])) * math.prod(window)
+
+
+def gflops_with_elementwise(model: nn.Module, scope: str,
+                            shape: Optional[Sequence[int]] = None) -> float:
+    """GFLOPs of ``model`` with every elementwise operation counted too: the multiply-adds of
+    :func:`analyze_model` plus BN (4 per element), ReLU and residual adds (1 per element) and
+    max pools (1 per window element), on one input of ``shape``. An upper bound for the
+    counting conventions of the paper's time, e.g. to check whether a FLOP number from a paper
+    can come from a given structure at all."""
+    from mmengine.analysis.jit_handles import elementwise_flop_counter
+    shape = tuple(shape or DEFAULT_SHAPES[scope])
+    wrappers = dict(mmseg=_SegmentorWithAux, mmdet=_DetectorWithMetas)
+    target = wrappers[scope](model) if scope in wrappers else model
+    handles = {op: elementwise_flop_counter(0, rate) for op, rate in ELEMENTWISE_RATES.items()}
+    with torch.no_grad():
+        analyzer = FlopAnalyzer(target, (torch.randn(1, *shape), ))
+        analyzer.set_op_handle(**handles, **{'aten::max_pool2d': _max_pool_comparisons})
+        analyzer.unsupported_ops_warnings(False)
+        analyzer.uncalled_modules_warnings(False)
+        return analyzer.total() / 1e9
 
 
 def spatial_convs(model: nn.Module) -> Dict[str, List[str]]:
