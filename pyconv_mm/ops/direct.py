@@ -94,11 +94,16 @@ def conv_levels(x: torch.Tensor, levels: Sequence[nn.Conv2d], c_offsets: Sequenc
 def _run(x: torch.Tensor, weights: Sequence[torch.Tensor],
          biases: Sequence[Optional[torch.Tensor]], dilations: Sequence[int],
          c_offsets: Sequence[int], stride: int, out: torch.Tensor,
-         accumulate: bool = False) -> None:
+         accumulate: bool = False, in_ranges: Optional[Sequence[Tuple[int, int]]] = None) -> None:
+    """The kernel call: level i reads channels ``in_ranges[i] = (start, count)`` of ``x`` (all
+    of them by default) and writes (``accumulate``: adds) channels ``c_offsets[i]`` on of
+    ``out``; levels with the same output channels are summed."""
     empty = torch.empty(0)
+    in_ranges = in_ranges or [(0, x.shape[1])] * len(weights)
     _ext.conv_levels(x.detach(), [w.detach() for w in weights],
                      [empty if b is None else b.detach() for b in biases], list(dilations),
-                     list(c_offsets), stride, out, accumulate)
+                     list(c_offsets), [start for start, _ in in_ranges],
+                     [count for _, count in in_ranges], stride, out, accumulate)
 
 
 class LevelsFunction(torch.autograd.Function):
@@ -133,14 +138,16 @@ class LevelsFunction(torch.autograd.Function):
     def backward(ctx, grad):
         x, *weights = ctx.saved_tensors  # the kernels read any strides of grad
         grad_x = None
-        if ctx.needs_input_grad[3]:
-            grad_x = torch.zeros_like(x)
-            for i, (level, weight, start) in enumerate(zip(ctx.levels, weights, ctx.c_offsets)):
+        if ctx.needs_input_grad[3]:  # one call: every level's part summed into all channels
+            flipped = []
+            for level, weight in zip(ctx.levels, weights):
                 groups, k = level.groups, weight.shape[-1]
-                flipped = weight.reshape(groups, -1, *weight.shape[1:]).transpose(1, 2) \
-                    .flip(-1, -2).reshape(-1, weight.shape[0] // groups, k, k)
-                _run(grad.narrow(1, start, weight.shape[0]), [flipped], [None],
-                     [level.dilation[0]], [0], 1, grad_x, accumulate=True)
+                flipped.append(weight.reshape(groups, -1, *weight.shape[1:]).transpose(1, 2)
+                               .flip(-1, -2).reshape(-1, weight.shape[0] // groups, k, k))
+            grad_x = torch.empty_like(x)
+            _run(grad, flipped, [None] * len(weights), [lvl.dilation[0] for lvl in ctx.levels],
+                 [0] * len(weights), 1, grad_x,
+                 in_ranges=[(start, w.shape[0]) for start, w in zip(ctx.c_offsets, weights)])
         grad_weights = list(_ext.weight_grads(
             x.detach(), grad, [list(w.shape) for w in weights],
             [lvl.dilation[0] for lvl in ctx.levels], list(ctx.c_offsets)))

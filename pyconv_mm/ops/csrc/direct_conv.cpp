@@ -337,6 +337,8 @@ struct Level {
   const float* weight;
   const float* bias;
   int64_t out_channels, in_per_group, out_per_group, kernel, dilation, padding, c_offset;
+  int64_t in_offset, groups;  // its input channels: groups x in_per_group from in_offset
+  bool adds;                  // an earlier level wrote the same output channels: add to them
   TileFn tile;
   int tile_rows, tile_channels;
 };
@@ -345,12 +347,15 @@ struct Level {
 
 bool supported() { return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma"); }
 
-// Writes (or with `accumulate` adds) conv2d(x, weights[i], biases[i], stride, padding =
-// (K - 1) / 2 * dilations[i], dilations[i], groups = C_in / weights[i].size(1)) into channels
-// [c_offsets[i], + C_out) of `out`, for every level i. `biases[i]` may be empty (no bias).
+// Writes (or with `accumulate` adds) conv2d(x_i, weights[i], biases[i], stride, padding =
+// (K - 1) / 2 * dilations[i], dilations[i], groups = C_i / weights[i].size(1)) into channels
+// [c_offsets[i], + C_out) of `out`, for every level i, where x_i is channels
+// [in_offsets[i], + C_i = in_counts[i]) of x. Levels writing the same channels (identical
+// ranges) are summed. `biases[i]` may be empty (no bias).
 void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weights,
                  const std::vector<torch::Tensor>& biases, const std::vector<int64_t>& dilations,
-                 const std::vector<int64_t>& c_offsets, int64_t stride, torch::Tensor& out,
+                 const std::vector<int64_t>& c_offsets, const std::vector<int64_t>& in_offsets,
+                 const std::vector<int64_t>& in_counts, int64_t stride, torch::Tensor& out,
                  bool accumulate) {
   TORCH_CHECK(supported(), "pyconv direct kernel: this CPU has no AVX-512");
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat && x.device().is_cpu(),
@@ -361,9 +366,19 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
   TORCH_CHECK(out.dim() == 4 && out.scalar_type() == torch::kFloat && out.device().is_cpu(),
               "pyconv direct kernel: expected a 4D float32 CPU output");
   TORCH_CHECK(weights.size() == biases.size() && weights.size() == dilations.size() &&
-                  weights.size() == c_offsets.size(),
-              "pyconv direct kernel: one weight, bias, dilation and offset per level");
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+                  weights.size() == c_offsets.size() && weights.size() == in_offsets.size() &&
+                  weights.size() == in_counts.size(),
+              "pyconv direct kernel: one weight, bias, dilation and offsets per level");
+  // the input channels the levels read, [in_first, in_first + C), are copied to the bands
+  int64_t in_first = x.size(1), in_end = 0;
+  for (size_t i = 0; i < in_offsets.size(); ++i) {
+    TORCH_CHECK(in_offsets[i] >= 0 && in_counts[i] > 0 && in_offsets[i] + in_counts[i] <= x.size(1),
+                "pyconv direct kernel: level ", i, ": input channels [", in_offsets[i], ", ",
+                in_offsets[i] + in_counts[i], ") out of the input's ", x.size(1));
+    in_first = std::min(in_first, in_offsets[i]);
+    in_end = std::max(in_end, in_offsets[i] + in_counts[i]);
+  }
+  const int64_t N = x.size(0), C = in_end - in_first, H = x.size(2), W = x.size(3);
   const int64_t Ho = out.size(2), Wo = out.size(3);
   std::vector<torch::Tensor> keep;  // contiguous copies live until the end
   std::vector<Level> levels;
@@ -377,10 +392,13 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
     lvl.out_channels = w.size(0);
     lvl.in_per_group = w.size(1);
     lvl.kernel = w.size(2);
-    TORCH_CHECK(C % lvl.in_per_group == 0 && lvl.out_channels % (C / lvl.in_per_group) == 0,
+    TORCH_CHECK(in_counts[i] % lvl.in_per_group == 0 &&
+                    lvl.out_channels % (in_counts[i] / lvl.in_per_group) == 0,
                 "pyconv direct kernel: level ", i, ": weight ", w.sizes(), " does not fit ",
-                C, " input channels");
-    lvl.out_per_group = lvl.out_channels / (C / lvl.in_per_group);
+                in_counts[i], " input channels");
+    lvl.in_offset = in_offsets[i] - in_first;
+    lvl.groups = in_counts[i] / lvl.in_per_group;
+    lvl.out_per_group = lvl.out_channels / lvl.groups;
     lvl.dilation = dilations[i];
     lvl.padding = (lvl.kernel - 1) / 2 * lvl.dilation;
     const int64_t span = (lvl.kernel - 1) * lvl.dilation + 1;
@@ -391,6 +409,15 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
     lvl.c_offset = c_offsets[i];
     TORCH_CHECK(lvl.c_offset >= 0 && lvl.c_offset + lvl.out_channels <= out.size(1),
                 "pyconv direct kernel: level ", i, ": channels out of the output's range");
+    lvl.adds = false;
+    for (const Level& earlier : levels) {
+      const bool same = earlier.c_offset == lvl.c_offset && earlier.out_channels == lvl.out_channels;
+      TORCH_CHECK(same || earlier.c_offset + earlier.out_channels <= lvl.c_offset ||
+                      lvl.c_offset + lvl.out_channels <= earlier.c_offset,
+                  "pyconv direct kernel: level ", i, ": output channels overlap an earlier "
+                  "level's without being the same");
+      lvl.adds = lvl.adds || same;
+    }
     lvl.tile = stride == 1 ? pick_tile<1>(lvl.kernel, lvl.dilation, lvl.out_per_group,
                                           &lvl.tile_rows, &lvl.tile_channels)
                            : pick_tile<2>(lvl.kernel, lvl.dilation, lvl.out_per_group,
@@ -418,7 +445,7 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
       std::max((W + 2 * pad + stride - 1) / stride, (Wo + 15) / 16 * 16 + (span - 1) / stride + 1);
   const int64_t plane = rows * width;
   const int64_t bands = (Ho + kBandRows - 1) / kBandRows;
-  const float* src = x.data_ptr<float>();
+  const float* src = x.data_ptr<float>() + in_first * x.stride(1);
   float* dst = out.data_ptr<float>();
   const int64_t sn = x.stride(0), sc = x.stride(1), sh = x.stride(2), sw = x.stride(3);
   const int64_t shift = stride == 2 ? 1 : 0;
@@ -430,7 +457,7 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
   for (const Level& lvl : levels) {
     c_first = std::min(c_first, lvl.c_offset);
     c_end = std::max(c_end, lvl.c_offset + lvl.out_channels);
-    covered += lvl.out_channels;
+    if (!lvl.adds) covered += lvl.out_channels;
   }
   const int64_t band_width = (Wo + 15) / 16 * 16;
   const bool transpose_out =
@@ -482,12 +509,10 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
         t.out_stride_c = kBandRows * band_width;
         t.out_stride_h = band_width;
         t.out_stride_w = 1;
-        t.accumulate = false;
       } else {
         t.out_stride_c = out.stride(1);
         t.out_stride_h = out.stride(2);
         t.out_stride_w = out.stride(3);
-        t.accumulate = accumulate;
       }
       for (const Level& lvl : levels) {
         t.in_channels = lvl.in_per_group;
@@ -495,8 +520,9 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
         t.kernel = lvl.kernel;
         t.dilation = lvl.dilation;
         t.offset = pad - lvl.padding;
-        for (int64_t group = 0; group < C / lvl.in_per_group; ++group) {
-          t.input = buffer.data() + group * lvl.in_per_group * stride * plane;
+        t.accumulate = lvl.adds || (accumulate && !transpose_out);
+        for (int64_t group = 0; group < lvl.groups; ++group) {
+          t.input = buffer.data() + (lvl.in_offset + group * lvl.in_per_group) * stride * plane;
           for (int64_t oc = 0; oc < lvl.out_per_group; oc += lvl.tile_channels) {
             const int64_t channel = group * lvl.out_per_group + oc;  // within the level
             t.weight = lvl.weight + channel * t.weight_stride;
@@ -527,6 +553,30 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
 torch::Tensor planar(const torch::Tensor& t, int64_t c0, int64_t C, int64_t pad, int64_t width,
                      int64_t extra_rows) {
   const int64_t N = t.size(0), H = t.size(2), W = t.size(3);
+  if (t.stride(1) == 1 && C % 16 == 0) {  // channels_last: rows by 16 x 16 transposes
+    const int64_t rows = H + 2 * pad + extra_rows, plane = rows * width;
+    auto out = torch::empty({N, C, rows, width}, t.options());
+    const float* src = t.data_ptr<float>() + c0;
+    float* dst = out.data_ptr<float>();
+    at::parallel_for(0, N * rows, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t n = task / rows, r = task % rows, y = r - pad;
+        float* row = dst + n * C * plane + r * width;
+        for (int64_t c = 0; c < C; ++c) {
+          if (y < 0 || y >= H) {
+            std::fill_n(row + c * plane, width, 0.f);
+          } else {
+            std::fill_n(row + c * plane, pad, 0.f);
+            std::fill_n(row + c * plane + pad + W, width - pad - W, 0.f);
+          }
+        }
+        if (y >= 0 && y < H)
+          copy_row_channels_last<1>(src + n * t.stride(0) + y * t.stride(2), t.stride(3), C, W,
+                                    pad, row, plane);
+      }
+    });
+    return out;
+  }
   auto out = torch::zeros({N, C, H + 2 * pad + extra_rows, width}, t.options());
   out.narrow(2, pad, H).narrow(3, pad, W).copy_(t.narrow(1, c0, C));
   return out;
