@@ -370,6 +370,11 @@ def test_direct_kernel_reports_bad_input():
         direct.conv_levels(x.double(), [level], [0], torch.empty(1, 4, 9, 9))
     with pytest.raises(RuntimeError, match='channels out of the output'):
         direct.conv_levels(x, [level], [2], torch.empty(1, 4, 9, 9))
+    weight, out = level.weight, torch.empty(1, 6, 9, 9)
+    with pytest.raises(RuntimeError, match='input channels \\[2, 6\\) out of the input.s 4'):
+        direct._run(x, [weight], [None], [1], [0], 1, out, in_ranges=[(2, 4)])
+    with pytest.raises(RuntimeError, match='overlap an earlier level'):
+        direct._run(x, [weight, weight], [None] * 2, [1, 1], [0, 2], 1, out)
 
 
 @needs_direct_kernel

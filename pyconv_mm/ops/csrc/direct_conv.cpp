@@ -12,7 +12,9 @@
 // planar, columns split in S stride phases so that a strided convolution reads contiguous
 // columns too), then runs the tiles of every level and group from that buffer, which stays in
 // cache: the input is read from memory once for all levels. Each level writes its channels of
-// one output tensor (NCHW or channels_last): a PyConv needs no concatenation.
+// one output tensor (NCHW or channels_last): a PyConv needs no concatenation. channels_last
+// bands of whole 16-channel blocks move in and out by 16 x 16 transposes in registers (the
+// output through a planar band buffer of the thread).
 //
 // Only the kernel functions are compiled for AVX-512 (pragma region below); `supported()` tells
 // Python whether this CPU can run them, so the module imports on any x86-64 CPU.
@@ -369,6 +371,7 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
                   weights.size() == c_offsets.size() && weights.size() == in_offsets.size() &&
                   weights.size() == in_counts.size(),
               "pyconv direct kernel: one weight, bias, dilation and offsets per level");
+  TORCH_CHECK(!weights.empty(), "pyconv direct kernel: no levels");
   // the input channels the levels read, [in_first, in_first + C), are copied to the bands
   int64_t in_first = x.size(1), in_end = 0;
   for (size_t i = 0; i < in_offsets.size(); ++i) {
@@ -646,7 +649,7 @@ std::vector<torch::Tensor> weight_grads(const torch::Tensor& x, const torch::Ten
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "Direct AVX-512 CPU kernel for grouped PyConv levels (inference)";
+  m.doc() = "Direct AVX-512 CPU kernel for grouped PyConv levels, with their gradients";
   m.def("supported", &supported, "whether this CPU can run the kernel");
   m.def("conv_levels", &conv_levels,
         "grouped levels of a PyConv written into their channel ranges of one output");
