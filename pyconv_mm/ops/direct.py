@@ -96,8 +96,8 @@ def _run(x: torch.Tensor, weights: Sequence[torch.Tensor],
          c_offsets: Sequence[int], stride: int, out: torch.Tensor,
          accumulate: bool = False, in_ranges: Optional[Sequence[Tuple[int, int]]] = None) -> None:
     """The kernel call: level i reads channels ``in_ranges[i] = (start, count)`` of ``x`` (all
-    of them by default) and writes (``accumulate``: adds) channels ``c_offsets[i]`` on of
-    ``out``; levels with the same output channels are summed."""
+    of them by default) and writes (``accumulate``: adds) its output into ``out``'s channels
+    from ``c_offsets[i]`` on; levels with the same output channels are summed."""
     empty = torch.empty(0)
     in_ranges = in_ranges or [(0, x.shape[1])] * len(weights)
     _ext.conv_levels(x.detach(), [w.detach() for w in weights],

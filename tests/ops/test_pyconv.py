@@ -331,7 +331,7 @@ def test_direct_kernel_reuses_its_buffers_and_trains_only_stride_1():
 def test_direct_kernel_channels_last_blocks(stride, height, width):
     """channels_last inputs and outputs of whole 16-channel blocks take the kernel's 16 x 16
     transposes (in and out, stride phases, partial column blocks, reused thread buffers);
-    at stride 1 the input gradient is accumulated through them too."""
+    at stride 1 the input gradient (all levels summed in the band) goes through them too."""
     torch.manual_seed(0)
     conv = PyConv2d(32, 64, [3, 5, 7, 9], [1, 4, 8, 16], stride=stride)
     shape = (2, 32, height, width)
