@@ -115,6 +115,39 @@ void conv_tile(const Tile& t) {
   }
 }
 
+// conv_tile for a compile-time kernel size K (dilation 1): the taps unrolled.
+template <int R, int CO, int S, int K>
+void conv_tile_k(const Tile& t) {
+  for (int64_t ox0 = 0; ox0 < t.out_width; ox0 += 16) {
+    __m512 acc[R][CO];
+    zero_tile<R, CO>(acc);
+    for (int64_t ci = 0; ci < t.in_channels; ++ci) {
+      const float* channel = t.input + ci * S * t.plane;
+      const float* w_ci = t.weight + ci * K * K;
+#pragma GCC unroll 9
+      for (int kx = 0; kx < K; ++kx) {
+        const int64_t column = kx + t.offset;
+        const float* base =
+            channel + (column % S) * t.plane + ox0 + column / S + (t.in_y + t.offset) * t.width;
+#pragma GCC unroll 9
+        for (int ky = 0; ky < K; ++ky) {
+          __m512 w[CO];
+#pragma GCC unroll 16
+          for (int co = 0; co < CO; ++co)
+            w[co] = _mm512_set1_ps(w_ci[co * t.weight_stride + ky * K + kx]);
+#pragma GCC unroll 16
+          for (int r = 0; r < R; ++r) {
+            const __m512 x = _mm512_loadu_ps(base + (ky + r * S) * t.width);
+#pragma GCC unroll 16
+            for (int co = 0; co < CO; ++co) acc[r][co] = _mm512_fmadd_ps(x, w[co], acc[r][co]);
+          }
+        }
+      }
+    }
+    store_tile<R, CO>(t, acc, ox0);
+  }
+}
+
 // The same for a compile-time kernel size K (dilation 1) and 1 or 2 output channels: each
 // input row is loaded once for every output row of the tile that reads it (R + K - 1 loads
 // for R x K taps), with the K x CO weights of a kernel column kept in registers.
@@ -329,6 +362,12 @@ TileFn pick_tile(int64_t kernel, int64_t dilation, int64_t out_per_group, int* r
     return *channels == 1 ? &conv_tile_reuse<8, 1, S, K> : &conv_tile_reuse<4, 2, S, K>;
     PYCONV_REUSE(3) PYCONV_REUSE(5) PYCONV_REUSE(7) PYCONV_REUSE(9)
 #undef PYCONV_REUSE
+  }
+  if (dilation == 1 && *channels == 4) {
+#define PYCONV_UNROLLED(K) \
+  if (kernel == K) return &conv_tile_k<4, 4, S, K>;
+    PYCONV_UNROLLED(3) PYCONV_UNROLLED(5) PYCONV_UNROLLED(7) PYCONV_UNROLLED(9)
+#undef PYCONV_UNROLLED
   }
   return *channels == 4 ? &conv_tile<4, 4, S>
                         : (*channels == 2 ? &conv_tile<4, 2, S> : &conv_tile<8, 1, S>);
