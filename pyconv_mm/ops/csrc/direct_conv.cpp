@@ -115,20 +115,34 @@ void conv_tile(const Tile& t) {
   }
 }
 
-// conv_tile for a compile-time kernel size K (dilation 1): the taps unrolled.
-template <int R, int CO, int S, int K>
-void conv_tile_k(const Tile& t) {
+// The frame of the tiles with a compile-time kernel size K (dilation 1): for each block of 16
+// columns, zeroed accumulators; for every input channel of the group and kernel column kx,
+// `column(acc, rows, w_ci, kx)` with `rows` the buffer address of the first input row the tile
+// reads at that kx and `w_ci` the channel's K x K weights (of the tile's first output channel);
+// then the tile is stored.
+template <int R, int CO, int S, int K, typename Column>
+inline void tile_frame_k(const Tile& t, Column column) {
   for (int64_t ox0 = 0; ox0 < t.out_width; ox0 += 16) {
     __m512 acc[R][CO];
     zero_tile<R, CO>(acc);
     for (int64_t ci = 0; ci < t.in_channels; ++ci) {
       const float* channel = t.input + ci * S * t.plane;
       const float* w_ci = t.weight + ci * K * K;
-#pragma GCC unroll 9
       for (int kx = 0; kx < K; ++kx) {
-        const int64_t column = kx + t.offset;
-        const float* base =
-            channel + (column % S) * t.plane + ox0 + column / S + (t.in_y + t.offset) * t.width;
+        const int64_t col = kx + t.offset;
+        column(acc, channel + (col % S) * t.plane + ox0 + col / S + (t.in_y + t.offset) * t.width,
+               w_ci, kx);
+      }
+    }
+    store_tile<R, CO>(t, acc, ox0);
+  }
+}
+
+// conv_tile for a compile-time kernel size K (dilation 1): the taps unrolled.
+template <int R, int CO, int S, int K>
+void conv_tile_k(const Tile& t) {
+  tile_frame_k<R, CO, S, K>(
+      t, [&t](__m512(&acc)[R][CO], const float* rows, const float* w_ci, int kx) {
 #pragma GCC unroll 9
         for (int ky = 0; ky < K; ++ky) {
           __m512 w[CO];
@@ -137,33 +151,22 @@ void conv_tile_k(const Tile& t) {
             w[co] = _mm512_set1_ps(w_ci[co * t.weight_stride + ky * K + kx]);
 #pragma GCC unroll 16
           for (int r = 0; r < R; ++r) {
-            const __m512 x = _mm512_loadu_ps(base + (ky + r * S) * t.width);
+            const __m512 x = _mm512_loadu_ps(rows + (ky + r * S) * t.width);
 #pragma GCC unroll 16
             for (int co = 0; co < CO; ++co) acc[r][co] = _mm512_fmadd_ps(x, w[co], acc[r][co]);
           }
         }
-      }
-    }
-    store_tile<R, CO>(t, acc, ox0);
-  }
+      });
 }
 
-// The same for a compile-time kernel size K (dilation 1) and 1 or 2 output channels: each
-// input row is loaded once for every output row of the tile that reads it (R + K - 1 loads
-// for R x K taps), with the K x CO weights of a kernel column kept in registers.
+// The same for 1 or 2 output channels: each input row is loaded once for every output row of
+// the tile that reads it (R + K - 1 loads for R x K taps), with the K x CO weights of a kernel
+// column kept in registers.
 template <int R, int CO, int S, int K>
 void conv_tile_reuse(const Tile& t) {
   constexpr int kRows = (R - 1) * S + K;  // input rows a tile reads
-  for (int64_t ox0 = 0; ox0 < t.out_width; ox0 += 16) {
-    __m512 acc[R][CO];
-    zero_tile<R, CO>(acc);
-    for (int64_t ci = 0; ci < t.in_channels; ++ci) {
-      const float* channel = t.input + ci * S * t.plane;
-      const float* w_ci = t.weight + ci * K * K;
-      for (int64_t kx = 0; kx < K; ++kx) {
-        const int64_t column = kx + t.offset;
-        const float* base =
-            channel + (column % S) * t.plane + ox0 + column / S + (t.in_y + t.offset) * t.width;
+  tile_frame_k<R, CO, S, K>(
+      t, [&t](__m512(&acc)[R][CO], const float* rows, const float* w_ci, int kx) {
         __m512 w[K][CO];
 #pragma GCC unroll 16
         for (int ky = 0; ky < K; ++ky)
@@ -172,7 +175,7 @@ void conv_tile_reuse(const Tile& t) {
             w[ky][co] = _mm512_set1_ps(w_ci[co * t.weight_stride + ky * K + kx]);
 #pragma GCC unroll 32
         for (int row = 0; row < kRows; ++row) {
-          const __m512 x = _mm512_loadu_ps(base + row * t.width);
+          const __m512 x = _mm512_loadu_ps(rows + row * t.width);
 #pragma GCC unroll 16
           for (int r = 0; r < R; ++r) {
             const int ky = row - r * S;
@@ -183,10 +186,7 @@ void conv_tile_reuse(const Tile& t) {
             }
           }
         }
-      }
-    }
-    store_tile<R, CO>(t, acc, ox0);
-  }
+      });
 }
 
 // Weight gradient of one (output channels [oc0, oc0 + CO), input channel ci, kernel row ky):
