@@ -349,8 +349,9 @@ WeightGradFn pick_weight_grad(int64_t kernel, int channels) {
 
 using TileFn = void (*)(const Tile&);
 
-// The tile function of a level: the row-reuse kernel where K is a PyConv kernel size and a
-// tile has 1 or 2 output channels, else the general one. Sets the tile's rows and channels.
+// The tile function of a level: where K is a PyConv kernel size (dilation 1), the row-reuse
+// tile for 1 or 2 output channels per tile and the unrolled 4 x 4 tile for 4; else the general
+// one. Sets the tile's rows and channels.
 template <int S>
 TileFn pick_tile(int64_t kernel, int64_t dilation, int64_t out_per_group, int* rows,
                  int* channels) {
