@@ -11,7 +11,7 @@ Example:
 """
 import math
 import os.path as osp
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.analysis import FlopAnalyzer, parameter_count
@@ -78,19 +78,32 @@ def build_model(cfg: Config) -> nn.Module:
     return model.eval()
 
 
-def analyze_model(model: nn.Module, scope: str,
-                  shape: Optional[Sequence[int]] = None) -> Dict[str, float]:
-    """``{'params', 'flops', 'gflops', 'shape'}`` of a built model on one input of ``shape``."""
-    shape = tuple(shape or DEFAULT_SHAPES[scope])
-    if hasattr(model, 'module') and not hasattr(model, 'backbone'):  # a TTA wrapper
-        model = model.module
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a TTA wrapper, else the model."""
+    return model.module if hasattr(model, 'module') and not hasattr(model, 'backbone') else model
+
+
+def _count_flops(model: nn.Module, scope: str, shape: Tuple[int, ...],
+                 op_handles: Optional[Dict[str, Callable]] = None) -> int:
+    """mmengine's ``FlopAnalyzer`` total of ``model`` (wrapped for its codebase) on one random
+    input of ``shape``; ``op_handles`` replace or add counters of traced ops."""
     wrappers = dict(mmseg=_SegmentorWithAux, mmdet=_DetectorWithMetas)
     target = wrappers[scope](model) if scope in wrappers else model
     with torch.no_grad():
         analyzer = FlopAnalyzer(target, (torch.randn(1, *shape), ))
+        if op_handles:
+            analyzer.set_op_handle(**op_handles)
         analyzer.unsupported_ops_warnings(False)
         analyzer.uncalled_modules_warnings(False)
-        flops = analyzer.total()
+        return analyzer.total()
+
+
+def analyze_model(model: nn.Module, scope: str,
+                  shape: Optional[Sequence[int]] = None) -> Dict[str, float]:
+    """``{'params', 'flops', 'gflops', 'shape'}`` of a built model on one input of ``shape``."""
+    shape = tuple(shape or DEFAULT_SHAPES[scope])
+    model = _unwrap(model)
+    flops = _count_flops(model, scope, shape)
     return dict(params=parameter_count(model)[''], flops=flops, gflops=flops / 1e9, shape=shape)
 
 
@@ -118,16 +131,10 @@ def gflops_with_elementwise(model: nn.Module, scope: str,
     counting conventions of the paper's time, e.g. to check whether a FLOP number from a paper
     can come from a given structure at all."""
     from mmengine.analysis.jit_handles import elementwise_flop_counter
-    shape = tuple(shape or DEFAULT_SHAPES[scope])
-    wrappers = dict(mmseg=_SegmentorWithAux, mmdet=_DetectorWithMetas)
-    target = wrappers[scope](model) if scope in wrappers else model
     handles = {op: elementwise_flop_counter(0, rate) for op, rate in ELEMENTWISE_RATES.items()}
-    with torch.no_grad():
-        analyzer = FlopAnalyzer(target, (torch.randn(1, *shape), ))
-        analyzer.set_op_handle(**handles, **{'aten::max_pool2d': _max_pool_comparisons})
-        analyzer.unsupported_ops_warnings(False)
-        analyzer.uncalled_modules_warnings(False)
-        return analyzer.total() / 1e9
+    handles['aten::max_pool2d'] = _max_pool_comparisons
+    shape = tuple(shape or DEFAULT_SHAPES[scope])
+    return _count_flops(_unwrap(model), scope, shape, handles) / 1e9
 
 
 def spatial_convs(model: nn.Module) -> Dict[str, List[str]]:
