@@ -53,10 +53,12 @@ def test_benchmark_tool_keeps_an_existing_json(tmp_path):
 
 
 @pytest.mark.parametrize('block,folder', [('benchmark', 'benchmarks'),
+                                          ('benchmark-cuda', 'benchmarks/cuda'),
                                           ('breakdown', 'benchmarks/breakdown')])
 def test_readme_benchmark_blocks_are_generated_from_the_committed_runs(block, folder):
     """The README's performance tables are the tool's rendering of the JSON runs kept in the
-    repository (benchmarks/*.json: ratios; benchmarks/breakdown/*.json: per-module times)."""
+    repository (benchmarks/*.json: CPU ratios; benchmarks/cuda/*.json: GPU ratios;
+    benchmarks/breakdown/*.json: per-module times)."""
     import glob
     import os.path as osp
 
@@ -131,3 +133,9 @@ def test_benchmark_breakdown_rejects_bad_requests():
     with pytest.raises(ValueError, match='breakdown depth must be >= 1, got 0'):
         modules_at_depth(nn.Linear(1, 1), 0)
 
+
+
+@pytest.mark.parametrize('number,text', [(91900, '9.19.0'), (90100, '9.1.0'), (8907, '8.9.7')])
+def test_cudnn_version_reads_as_text(number, text):
+    from pyconv_mm.benchmark.runner import cudnn_version
+    assert cudnn_version(number) == text

@@ -1,4 +1,5 @@
 """Each upstream fix: the problem exists without it (fresh interpreter), and is gone with it."""
+import os
 import os.path as osp
 import pickle
 
@@ -44,6 +45,43 @@ def test_drn_fix_stays_off_when_upstream_has_the_files(tmp_path):
     (localizers / 'drn').mkdir()
     (localizers / 'drn' / 'drn.py').write_text('')
     assert not mmaction_drn.drn_is_missing(str(tmp_path))
+
+
+# ---------------------------------------------------------------- mmaction2 next to transformers 5
+@pytest.mark.parametrize('version,breaks', [('5.17.0', True), ('5.0.0rc1', True),
+                                            ('4.57.1', False), ('dev', False), (None, False)])
+def test_multimodal_fix_decides_by_the_transformers_version(version, breaks):
+    from pyconv_mm.compat import mmaction_multimodal
+    assert mmaction_multimodal.breaks_mmaction(version) is breaks
+
+
+def _transformers_metadata(root, version: str) -> dict:
+    """A site folder whose metadata says transformers ``version`` is installed (its modules
+    are not there: importing them fails, as mmaction2's VindLU imports fail with 5.x)."""
+    info = root / f'transformers-{version}.dist-info'
+    info.mkdir()
+    (info / 'METADATA').write_text(f'Metadata-Version: 2.1\nName: transformers\n'
+                                   f'Version: {version}\n')
+    return dict(PYTHONPATH=os.pathsep.join([str(root), os.environ.get('PYTHONPATH', '')]))
+
+
+def test_mmaction_models_import_next_to_transformers_5(tmp_path):
+    env = _transformers_metadata(tmp_path, '5.17.0')
+    code = 'import pyconv_mm, mmaction.models; print("imported")'
+    without = run_python(code, env=dict(env, PYCONV_DISABLE_COMPAT='mmaction_multimodal'),
+                         check=False)
+    assert without.returncode != 0 and 'vindlu' in without.stdout
+    run_python(code + '\n'
+               'from pyconv_mm.compat import APPLIED\n'
+               'assert APPLIED["mmaction_multimodal"]\n'
+               'from mmaction.registry import MODELS\n'
+               'assert MODELS.get("Recognizer3D") is not None\n'
+               'try:\n'
+               '    MODELS.get("VindLURetrieval")()\n'
+               'except ImportError as e:\n'
+               '    assert "multi-modal" in str(e), e\n'
+               'else:\n'
+               '    raise AssertionError("VindLU built without transformers")', env=env)
 
 
 # ---------------------------------------------------------------- torch.load weights_only

@@ -101,8 +101,17 @@ def merge_runs(runs: List[dict]) -> dict:
     return dict(machine=runs[0]['machine'], results=[r for run in runs for r in run['results']])
 
 
+def cudnn_version(number: int) -> str:
+    """``torch.backends.cudnn.version()`` as text: 91900 -> '9.19.0', 8907 -> '8.9.7'."""
+    major_unit = 10000 if number >= 90000 else 1000
+    return f'{number // major_unit}.{number % major_unit // 100}.{number % 100}'
+
+
 def _measured_on(info: dict) -> str:
-    where = info['cpu'] + (f', {info["gpu"]}' if 'gpu' in info else '')
+    where = info['cpu']
+    if 'gpu' in info:
+        cudnn = f', cuDNN {cudnn_version(info["cudnn"])}' if info.get('cudnn') else ''
+        where += f', {info["gpu"]} (CUDA {info.get("cuda")}{cudnn})'
     return f'Measured on {where}, torch {info["torch"]}, {info["threads"]} threads.'
 
 
@@ -119,8 +128,10 @@ def breakdown_block(payload: dict) -> str:
     return '\n\n'.join(tables) + '\n\n' + _measured_on(payload['machine'])
 
 
-#: README block name -> how a benchmark payload renders into it.
-README_BLOCKS = dict(benchmark=readme_block, breakdown=breakdown_block)
+#: README block name -> how a benchmark payload renders into it (``benchmark-cuda``: the
+#: ratio table of GPU runs, kept apart from the CPU runs in ``benchmarks/cuda``).
+README_BLOCKS = {'benchmark': readme_block, 'benchmark-cuda': readme_block,
+                 'breakdown': breakdown_block}
 
 
 def text(result: dict) -> str:
