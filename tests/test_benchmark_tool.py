@@ -139,3 +139,32 @@ def test_benchmark_breakdown_rejects_bad_requests():
 def test_cudnn_version_reads_as_text(number, text):
     from pyconv_mm.benchmark.runner import cudnn_version
     assert cudnn_version(number) == text
+
+
+def test_benchmark_tool_keeps_the_results_of_a_run_stopped_part_way(tmp_path):
+    """The JSON is rewritten after each case: stopping the run keeps what it measured."""
+    import signal
+    import subprocess
+    import time
+
+    from conftest import ROOT
+    out = tmp_path / 'bench.json'
+    proc = subprocess.Popen([PYTHON, tool('analysis/benchmark.py'), '--cases', 'pyconv_layer',
+                             'pyconvresnet50', '--batch', '1', '--warmup', '1', '--repeats', '2',
+                             '--mode', 'infer', '--json', str(out)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while not out.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert out.exists(), 'no results were written while the run went on'
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    results = json.loads(out.read_text())  # stopped while timing PyConvResNet-50
+    assert results['complete'] is False
+    assert [r['case'] for r in results['results']] == ['pyconv_layer']
+    merged = run([PYTHON, tool('analysis/benchmark.py'), '--from-json', str(out)])
+    assert 'stopped part-way (results so far: 1)' in merged.stdout
+    assert 'PyConv4 64->64' in merged.stdout

@@ -14,14 +14,17 @@ vs mmseg's PSP and ASPP heads (2048x60x60, the OS8 map of a 473x473 image), PyCo
 vs ResNet3D-50 (16x224x224) and a PyConv layer vs a 3x3 conv of equal FLOPs. Each reports the
 median step time (inference, or forward + backward + SGD step), its spread (IQR), throughput
 and, with ``--memory``, the peak memory of a step; ratios are ours / reference, each model in
-its best memory format with ``--memory-format best``. ``--breakdown 2`` also times, for
+its best memory format with ``--memory-format best``. ``--json`` is rewritten after every
+case and setting, so a run stopped part-way keeps its results. ``--breakdown 2`` also times, for
 inference, each module two levels down (``backbone.layer1``, ...): where the time goes.
 """
 import argparse
 import json
+import os
 import os.path as osp
 import sys
 import warnings
+from typing import Callable, Optional
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
@@ -76,6 +79,15 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def write_json(path: str, payload: dict) -> None:
+    """Write ``payload`` to ``path`` atomically: an interrupted run leaves the previous
+    complete file, never a half-written one."""
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(payload, f, indent=2)
+    os.replace(tmp, path)
+
+
 def main() -> None:
     args = parse_args()
     warnings.filterwarnings('ignore', category=UserWarning)
@@ -88,20 +100,24 @@ def main() -> None:
         for path in args.from_json:
             with open(path) as f:
                 runs.append(json.load(f))
+            if runs[-1].get('complete') is False:
+                print(f'warning: {path} is from a run stopped part-way '
+                      f'(results so far: {len(runs[-1]["results"])})', file=sys.stderr)
         payload = merge_runs(runs)
     else:
-        payload = measure(args)
+        payload = measure(args, save=(lambda p: write_json(args.json, p)) if args.json else None)
     print('\n' + markdown(payload['results']))
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(payload, f, indent=2)
+        write_json(args.json, dict(payload, complete=True))
     if args.readme_block:
         update_readme_block(osp.join(ROOT, 'README.md'), args.readme_block,
                             README_BLOCKS[args.readme_block](payload))
 
 
-def measure(args: argparse.Namespace) -> dict:
-    """Run the cases the arguments ask for; returns dict(machine, results)."""
+def measure(args: argparse.Namespace, save: Optional[Callable[[dict], None]] = None) -> dict:
+    """Run the cases the arguments ask for; returns dict(machine, results). ``save`` receives
+    the results so far (``complete=False``) after each case and setting, so a run stopped
+    part-way (a time limit, Ctrl-C) keeps what it measured."""
     import torch
 
     from pyconv_mm.benchmark import CASES, Setting, config_case, machine
@@ -143,6 +159,8 @@ def measure(args: argparse.Namespace) -> dict:
                                   breakdown=args.breakdown)
                 print(text(result), flush=True)
                 results.append(result)
+                if save is not None:
+                    save(dict(machine=info, results=results, complete=False))
     return dict(machine=info, results=results)
 
 
