@@ -15,12 +15,14 @@ def convert(src, dst, *extra, check=True):
 
 def load_into_classifier(path, backbone_type, depth):
     import pyconv_mm  # noqa: F401
+    from mmengine.registry import DefaultScope
     from mmengine.runner.checkpoint import load_checkpoint
     from mmpretrain.registry import MODELS
-    model = MODELS.build(dict(
-        type='ImageClassifier', backbone=dict(type=backbone_type, depth=depth),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=1000, in_channels=2048)))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):  # whatever an earlier test left
+        model = MODELS.build(dict(
+            type='ImageClassifier', backbone=dict(type=backbone_type, depth=depth),
+            neck=dict(type='GlobalAveragePooling'),
+            head=dict(type='LinearClsHead', num_classes=1000, in_channels=2048)))
     load_checkpoint(model, str(path), map_location='cpu', strict=True)
     return model.eval()
 

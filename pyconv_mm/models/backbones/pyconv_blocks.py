@@ -16,11 +16,11 @@ from mmengine.model import BaseModule
 from torch import nn
 
 from pyconv_mm.ops import PyConv2d, PyConv3d
+from pyconv_mm.ops.pool import IndexFreeMaxPool2d, IndexFreeMaxPool3d
 
 IntOrTuple = Union[int, Tuple[int, ...]]
 
 PYCONV_BY_NDIM = {2: PyConv2d, 3: PyConv3d}
-MAXPOOL_BY_NDIM = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
 
 
 def default_conv_norm(ndim: int, conv_cfg: Optional[dict], norm_cfg: Optional[dict]):
@@ -183,6 +183,8 @@ def make_shortcut(in_channels: int,
     change, the max pool alone when only the stride changes. The pool stays (with stride 1) when
     a stage is dilated instead of strided, as in the authors' segmentation code.
     Without it (ResNet): a strided ``1x1 conv -> BN`` when channels or stride change.
+    The pools keep no argmax indices for backward (:mod:`pyconv_mm.ops.pool`): their input is
+    the block's input, which the block saves anyway.
 
     Returns:
         ``nn.Sequential`` (or a bare pool), or None for an identity shortcut. Layer indices match
@@ -193,10 +195,10 @@ def make_shortcut(in_channels: int,
     if with_pool:
         if ndim == 3:
             t_stride = stride if isinstance(stride, int) else stride[0]
-            pool = nn.MaxPool3d((3 if t_stride > 1 else 1, 3, 3), stride=stride,
-                                padding=(1 if t_stride > 1 else 0, 1, 1))
+            pool = IndexFreeMaxPool3d((3 if t_stride > 1 else 1, 3, 3), stride=stride,
+                                      padding=(1 if t_stride > 1 else 0, 1, 1))
         else:
-            pool = nn.MaxPool2d(3, stride=stride, padding=1)
+            pool = IndexFreeMaxPool2d(3, stride=stride, padding=1)
         if not project:
             return pool
         return nn.Sequential(pool,

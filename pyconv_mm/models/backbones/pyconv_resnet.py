@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from pyconv_mm.ops import default_pyramid
+from pyconv_mm.ops.pool import IndexFreeMaxPool2d
 from .pyconv_blocks import PyConvBasicBlock, PyConvBottleneck, make_stage
 
 PyramidArg = Union[int, dict]
@@ -196,7 +197,8 @@ class PyConvResNet(BackboneConventions, BaseModule):
         self.norm1_name, norm1 = build_norm_layer(norm_cfg, stem_channels, postfix=1)
         self.add_module(self.norm1_name, norm1)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if maxpool == 'stem' else None
+        # index-free: its input, the stem's ReLU output, is saved for backward anyway
+        self.maxpool = IndexFreeMaxPool2d(3, stride=2, padding=1) if maxpool == 'stem' else None
 
         self.res_layers = []
         channels = stem_channels

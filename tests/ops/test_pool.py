@@ -1,0 +1,73 @@
+"""The index-free max pools equal the stock ones (outputs and gradients) and keep no indices."""
+import pytest
+import torch
+from torch import nn
+
+from pyconv_mm.ops.pool import IndexFreeMaxPool2d, IndexFreeMaxPool3d
+
+CASES = [
+    (IndexFreeMaxPool2d, nn.MaxPool2d, (2, 8, 13, 11), dict(kernel_size=3, stride=2, padding=1)),
+    (IndexFreeMaxPool2d, nn.MaxPool2d, (2, 8, 9, 9), dict(kernel_size=3, stride=1, padding=1)),
+    (IndexFreeMaxPool3d, nn.MaxPool3d, (2, 4, 5, 9, 7),
+     dict(kernel_size=(3, 3, 3), stride=(2, 2, 2), padding=(1, 1, 1))),
+    (IndexFreeMaxPool3d, nn.MaxPool3d, (1, 4, 4, 8, 8),
+     dict(kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))),
+]
+
+
+def _saved_dtypes(fn, x):
+    dtypes = []
+
+    def pack(t):
+        dtypes.append(t.dtype)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn(x)
+    return out, dtypes
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('ours,stock,shape,window', CASES)
+def test_index_free_pool_matches_the_stock_pool(ours, stock, shape, window, channels_last):
+    torch.manual_seed(0)
+    x = torch.randn(shape)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last if x.dim() == 4
+                         else torch.channels_last_3d)
+    x_ours, x_stock = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_ours, saved = _saved_dtypes(ours(**window), x_ours)
+    y_stock = stock(**window)(x_stock)
+    grad = torch.randn_like(y_stock)
+    y_ours.backward(grad)
+    y_stock.backward(grad)
+    assert torch.equal(y_ours, y_stock)
+    assert torch.equal(x_ours.grad, x_stock.grad)
+    assert saved == [torch.float32], 'only the input is kept for backward, no int64 indices'
+
+
+def test_index_free_pool_falls_back_where_it_does_not_apply():
+    x = torch.randn(1, 2, 8, 8, requires_grad=True)
+    with torch.no_grad():  # nothing to save
+        assert torch.equal(IndexFreeMaxPool2d(3, 2, 1)(x), nn.MaxPool2d(3, 2, 1)(x))
+    for kwargs in (dict(dilation=2), dict(ceil_mode=True)):  # windows it does not rebuild
+        ours, stock = IndexFreeMaxPool2d(3, 2, 1, **kwargs), nn.MaxPool2d(3, 2, 1, **kwargs)
+        assert torch.equal(ours(x), stock(x))
+        assert torch.equal(torch.autograd.grad(ours(x).sum(), x)[0],
+                           torch.autograd.grad(stock(x).sum(), x)[0])
+
+
+def test_pyconvresnet_keeps_no_pool_indices_for_backward():
+    """The shortcut pools of every stage save their (already saved) input, not int64 indices."""
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import MODELS
+
+    import pyconv_mm  # noqa: F401
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        backbone = MODELS.build(dict(type='PyConvResNet', depth=50)).train()
+    pools = [m for m in backbone.modules() if isinstance(m, nn.MaxPool2d)]
+    assert len(pools) == 4 and all(isinstance(m, IndexFreeMaxPool2d) for m in pools)
+    outs, saved = _saved_dtypes(backbone, torch.randn(1, 3, 64, 64))
+    assert torch.int64 not in saved
+    sum(o.sum() for o in outs).backward()
+    assert all(p.grad is not None for p in backbone.parameters())
