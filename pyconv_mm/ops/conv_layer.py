@@ -19,19 +19,14 @@ Example (mmseg's FCNHead with PyConv 3x3 convs)::
     decode_head=dict(type='FCNHead', ..., conv_cfg=dict(type='PyConv', levels=4))
 """
 import inspect
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Union
 
 from torch import nn
 
 from .pyconv import PyConv2d, PyConv3d
-from .pyramid import closest_divisor, default_pyramid
+from .pyramid import IntOrTuple, closest_divisor, default_pyramid, ntuple
 
-IntOrTuple = Union[int, Tuple[int, ...]]
 PAPER_LEVELS_BY_CHANNELS = {64: 4, 128: 3, 256: 2}
-
-
-def _tuple(value: IntOrTuple, ndim: int) -> Tuple[int, ...]:
-    return (value, ) * ndim if isinstance(value, int) else tuple(value)
 
 
 def _calling_module() -> str:
@@ -77,7 +72,7 @@ def pyconv_conv_layer(in_channels: int,
         inputs narrower than ``min_in_channels``.
     """
     conv_cls, pyconv_cls = (nn.Conv2d, PyConv2d) if ndim == 2 else (nn.Conv3d, PyConv3d)
-    kernel = _tuple(kernel_size, ndim)
+    kernel = ntuple(kernel_size, ndim)
     if all(k == 1 for k in kernel) or in_channels < min_in_channels:
         return conv_cls(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
                         bias, **kwargs)
@@ -87,9 +82,9 @@ def pyconv_conv_layer(in_channels: int,
     if groups != 1:
         raise ValueError(f'{owner}: cannot replace a grouped {"x".join(map(str, kernel))} conv '
                          f'(groups={groups}) by a PyConv; use PyConv on ungrouped convs only')
-    dilation_t = _tuple(dilation, ndim)
+    dilation_t = ntuple(dilation, ndim)
     same = tuple(d * (k // 2) for k, d in zip(kernel, dilation_t))
-    if padding != 'same' and _tuple(padding, ndim) != same:
+    if padding != 'same' and ntuple(padding, ndim) != same:
         raise ValueError(f'{owner}: a {"x".join(map(str, kernel))} conv with padding={padding} '
                          f'changes the spatial size; a PyConv keeps it (padding {same} for '
                          f'dilation {dilation}), so it cannot replace this conv')

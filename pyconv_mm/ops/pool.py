@@ -15,6 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from .algorithms import _compiling
+from .pyramid import ntuple
+
 _POOL = {2: F.max_pool2d, 3: F.max_pool3d}
 _POOL_BACKWARD = {2: torch.ops.aten.max_pool2d_with_indices_backward,
                   3: torch.ops.aten.max_pool3d_with_indices_backward}
@@ -42,25 +45,20 @@ class _MaxPoolRecomputed(torch.autograd.Function):
         return grad_x, None, None, None
 
 
-def _as_tuple(value, ndim: int) -> Tuple[int, ...]:
-    return tuple(value) if isinstance(value, (tuple, list)) else (value, ) * ndim
-
-
 class _IndexFreeMaxPoolMixin:
     """The forward of the index-free pools; falls back to the stock pool where the index-free
     one does not apply (no gradient needed, tracing, compiling, dilation, ceil mode)."""
     ndim = 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling', lambda: False)()
-        stock = (not (torch.is_grad_enabled() and x.requires_grad) or compiling
+        stock = (not (torch.is_grad_enabled() and x.requires_grad) or _compiling()
                  or torch.jit.is_tracing() or torch.jit.is_scripting() or self.ceil_mode
-                 or self.return_indices or _as_tuple(self.dilation, self.ndim) != (1, ) * self.ndim)
+                 or self.return_indices or ntuple(self.dilation, self.ndim) != (1, ) * self.ndim)
         if stock:
             return super().forward(x)
-        return _MaxPoolRecomputed.apply(x, _as_tuple(self.kernel_size, self.ndim),
-                                        _as_tuple(self.stride, self.ndim),
-                                        _as_tuple(self.padding, self.ndim))
+        return _MaxPoolRecomputed.apply(x, ntuple(self.kernel_size, self.ndim),
+                                        ntuple(self.stride, self.ndim),
+                                        ntuple(self.padding, self.ndim))
 
 
 class IndexFreeMaxPool2d(_IndexFreeMaxPoolMixin, nn.MaxPool2d):

@@ -98,10 +98,14 @@ def _per_level(name: str, value, n_levels: int) -> list:
     return value
 
 
+def ntuple(value: IntOrTuple, ndim: int) -> Tuple[int, ...]:
+    """``value`` repeated ``ndim`` times when an int, else as a tuple."""
+    return (value, ) * ndim if isinstance(value, int) else tuple(value)
+
+
 def _as_tuple(name: str, value: IntOrTuple, ndim: int) -> Tuple[int, ...]:
-    if isinstance(value, int):
-        return (value, ) * ndim
-    value = tuple(value)
+    """:func:`ntuple`, checked: ``ndim`` ints."""
+    value = ntuple(value, ndim)
     if len(value) != ndim or not all(isinstance(v, int) for v in value):
         raise ValueError(f'PyConv: {name}={value} must be an int or a tuple of {ndim} ints')
     return value
