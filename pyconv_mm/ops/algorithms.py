@@ -122,22 +122,25 @@ def candidates_for(groups: int, out_channels: int) -> Tuple[str, ...]:
     return ('native', 'dense', 'depthwise')
 
 
-def _saved_tensor_hooks_active() -> bool:
-    """True inside activation checkpointing (or any saved-tensor hooks)."""
-    top = getattr(torch._C._autograd, '_top_saved_tensors_default_hooks', None)
-    return top is None or top(False) is not None
+def _keep_as_is(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
 
 
 def _time(run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], weight: torch.Tensor,
           x: torch.Tensor, repeats: int = 3) -> float:
     """Best time of ``run(x, weight)`` on detached copies (no gradient of the model is
-    touched). When training, forward and backward are timed, except under saved-tensor hooks
-    (activation checkpointing), which must not see extra tensors: then the forward alone."""
-    backward = torch.is_grad_enabled() and not _saved_tensor_hooks_active()
+    touched); forward and backward when gradients are on (training).
+
+    The probes keep their tensors for backward under their own (identity) saved-tensor hooks,
+    so that inside activation checkpointing the checkpoint does not take them for its
+    function's and a training step is still timed whole.
+    """
+    backward = torch.is_grad_enabled()
     probe_w = weight.detach().requires_grad_(backward)
     probe_x = x.detach().requires_grad_(backward)
     best = float('inf')
-    with torch.set_grad_enabled(backward):
+    with torch.set_grad_enabled(backward), \
+            torch.autograd.graph.saved_tensors_hooks(_keep_as_is, _keep_as_is):
         for i in range(repeats + 1):  # the first run warms up
             if weight.is_cuda:
                 torch.cuda.synchronize()

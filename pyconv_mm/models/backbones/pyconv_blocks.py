@@ -10,13 +10,13 @@ MaxPool3d); ``conv_cfg`` and ``norm_cfg`` choose the 1x1 convolutions and the no
 from typing import Optional, Tuple, Union
 
 import torch
-import torch.utils.checkpoint as cp
 from mmcv.cnn import build_conv_layer, build_norm_layer
 from mmengine.model import BaseModule
 from torch import nn
 
 from pyconv_mm.ops import PyConv2d, PyConv3d
 from pyconv_mm.ops.pool import IndexFreeMaxPool2d, IndexFreeMaxPool3d
+from .recompute import checkpoint_once
 
 IntOrTuple = Union[int, Tuple[int, ...]]
 
@@ -71,7 +71,7 @@ class PyConvBlockBase(BaseModule):
             return out
 
         if self.with_cp and x.requires_grad:
-            out = cp.checkpoint(_inner_forward, x, use_reentrant=False)
+            out = checkpoint_once(_inner_forward, x, self.modules())
         else:
             out = _inner_forward(x)
         return self.relu(out)
@@ -90,6 +90,10 @@ class PyConvBottleneck(PyConvBlockBase):
         downsample: the shortcut module, or None for identity.
         ndim: 2 or 3.
         with_cp: use gradient checkpointing (saves memory, costs a second forward).
+        cp_pyconv_input: in training, keep neither the 1x1 reduce's output nor the PyConv's
+            input for backward, but recompute them and the PyConv from the block's input (kept
+            anyway). Meant for a block whose input is larger than the rest of its stage (the
+            first block of PyConvResNet's stage 1 runs at the stem's 112x112).
         conv_cfg / norm_cfg: configs of the 1x1 convolutions and the norms.
     """
     expansion = 4
@@ -104,12 +108,14 @@ class PyConvBottleneck(PyConvBlockBase):
                  downsample: Optional[nn.Module] = None,
                  ndim: int = 2,
                  with_cp: bool = False,
+                 cp_pyconv_input: bool = False,
                  conv_cfg: Optional[dict] = None,
                  norm_cfg: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.conv_cfg, self.norm_cfg = default_conv_norm(ndim, conv_cfg, norm_cfg)
         self.with_cp = with_cp
+        self.cp_pyconv_input = cp_pyconv_input
         self.conv1 = build_conv_layer(self.conv_cfg, in_channels, mid_channels, 1, bias=False)
         self.add_norm(1, mid_channels)
         self.conv2 = PYCONV_BY_NDIM[ndim](
@@ -124,9 +130,19 @@ class PyConvBottleneck(PyConvBlockBase):
     def last_norm(self) -> nn.Module:
         return self.norm(3)
 
+    def reduce_and_pyconv(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, *S) -> (N, mid_channels, *S / stride): conv1, norm1, ReLU, PyConv."""
+        return self.conv2(self.relu(self.norm(1)(self.conv1(x))))
+
     def residual(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.norm(1)(self.conv1(x)))
-        out = self.relu(self.norm(2)(self.conv2(out)))
+        # under with_cp the whole block is recomputed already
+        if (self.cp_pyconv_input and not self.with_cp and self.training
+                and torch.is_grad_enabled()):
+            out = checkpoint_once(self.reduce_and_pyconv, x,
+                                  (self.conv1, self.norm(1), self.conv2))
+        else:
+            out = self.reduce_and_pyconv(x)
+        out = self.relu(self.norm(2)(out))
         return self.norm(3)(self.conv3(out))
 
 
@@ -221,10 +237,12 @@ def make_stage(block: type,
                dilation: IntOrTuple,
                shortcut_pool: bool,
                ndim: int = 2,
+               first_block_cp_pyconv_input: bool = False,
                **kwargs) -> nn.Sequential:
     """A stage of ``num_blocks`` blocks; the first one strides and carries the shortcut.
 
-    ``kwargs`` (``with_cp``, ``conv_cfg``, ``norm_cfg``) go to every block.
+    ``kwargs`` (``with_cp``, ``conv_cfg``, ``norm_cfg``) go to every block;
+    ``first_block_cp_pyconv_input`` is the first (bottleneck) block's ``cp_pyconv_input``.
     """
     shortcut_kwargs = {k: kwargs[k] for k in ('conv_cfg', 'norm_cfg') if k in kwargs}
     downsample = make_shortcut(in_channels, out_channels, stride, shortcut_pool, ndim,
@@ -232,7 +250,9 @@ def make_stage(block: type,
     blocks = [
         block(in_channels if i == 0 else out_channels, mid_channels, out_channels, pyramid,
               stride=stride if i == 0 else 1, dilation=dilation,
-              downsample=downsample if i == 0 else None, ndim=ndim, **kwargs)
+              downsample=downsample if i == 0 else None, ndim=ndim,
+              **(dict(cp_pyconv_input=True) if i == 0 and first_block_cp_pyconv_input else {}),
+              **kwargs)
         for i in range(num_blocks)
     ]
     return nn.Sequential(*blocks)

@@ -33,7 +33,7 @@ from mmengine.model import BaseModule
 from mmengine.runner.checkpoint import _load_checkpoint
 from torch import nn
 
-from .pyconv_blocks import make_stage
+from .pyconv_blocks import PyConvBottleneck, make_stage
 from .pyconv_resnet import BackboneConventions, PyConvResNet
 
 #: (kernels time-first, groups, shares) per stage
@@ -62,8 +62,8 @@ class PyConvResNet3D(BackboneConventions, BaseModule):
         pretrained: a 2D checkpoint (PyConvResNet backbone, or classifier with ``backbone.``
             keys) to inflate, or a 3D checkpoint when ``pretrained2d=False``.
         pretrained2d: inflate ``pretrained`` from 2D.
-        conv_cfg / norm_cfg / norm_eval / with_cp / zero_init_residual / init_cfg: as in
-            :class:`PyConvResNet`.
+        conv_cfg / norm_cfg / norm_eval / with_cp / entrance_cp / zero_init_residual /
+            init_cfg: as in :class:`PyConvResNet`.
 
     Shapes: (N, C, T, H, W) -> tuple of (N, C_i, T_i, H_i, W_i) for ``out_indices``.
     """
@@ -86,6 +86,7 @@ class PyConvResNet3D(BackboneConventions, BaseModule):
                  norm_cfg: dict = dict(type='BN3d', requires_grad=True),
                  norm_eval: bool = False,
                  with_cp: bool = False,
+                 entrance_cp: bool = True,
                  zero_init_residual: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         if init_cfg is None:
@@ -128,7 +129,8 @@ class PyConvResNet3D(BackboneConventions, BaseModule):
                 block, num_blocks, channels, width, width * block.expansion, dict(pyramids[i]),
                 stride=(temporal_strides[i], spatial_strides[i], spatial_strides[i]),
                 dilation=1, shortcut_pool=True, ndim=3, with_cp=with_cp, conv_cfg=conv_cfg,
-                norm_cfg=norm_cfg)
+                norm_cfg=norm_cfg, first_block_cp_pyconv_input=entrance_cp and i == 0
+                and spatial_strides[0] > 1 and block is PyConvBottleneck)
             channels = width * block.expansion
             self.add_module(f'layer{i + 1}', layer)
             self.res_layers.append(f'layer{i + 1}')

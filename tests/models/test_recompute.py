@@ -1,0 +1,126 @@
+"""Recomputing activations in backward (``entrance_cp``, ``with_cp``): the same outputs,
+gradients and running statistics as keeping them, and fewer tensors kept."""
+from typing import List, Tuple
+
+import pytest
+import torch
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from pyconv_mm.models.backbones import PyConvHGResNet, PyConvResNet, PyConvResNet3D
+
+
+def _train_steps(model: torch.nn.Module, inputs: List[torch.Tensor]) -> List[Tuple]:
+    """Forward and backward of each input in turn (gradients accumulate); the outputs."""
+    model.train()
+    outputs = []
+    for x in inputs:
+        outs = model(x.clone().requires_grad_(True))
+        outs = outs if isinstance(outs, tuple) else (outs, )
+        sum(o.square().mean() for o in outs).backward()
+        outputs.append(tuple(o.detach() for o in outs))
+    return outputs
+
+
+def _assert_same_training(reference, model, inputs) -> None:
+    """Same outputs and gradients, and bit-equal buffers (running statistics, batch counts)."""
+    model.load_state_dict(reference.state_dict())
+    for expected, actual in zip(_train_steps(reference, inputs), _train_steps(model, inputs)):
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+    for (name, p), q in zip(reference.named_parameters(), model.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-6, msg=name)
+    for (name, b), c in zip(reference.named_buffers(), model.buffers()):
+        assert torch.equal(c, b), f'{name} differs'
+
+
+def _saved_activations(model: torch.nn.Module, x: torch.Tensor) -> List[torch.Tensor]:
+    """Tensors that one forward keeps for backward, each storage once, without the parameters
+    and buffers."""
+    own = {t.data_ptr() for t in list(model.parameters()) + list(model.buffers())}
+    kept = {}
+
+    def pack(tensor):
+        ptr = tensor.untyped_storage().data_ptr()
+        if ptr not in own:
+            kept.setdefault(ptr, tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x.requires_grad_(True))
+    return list(kept.values())
+
+
+@pytest.mark.parametrize('memory_format', [torch.contiguous_format, torch.channels_last])
+def test_entrance_cp_trains_exactly_as_keeping_the_activations(memory_format):
+    torch.manual_seed(0)
+    reference = PyConvResNet(50, entrance_cp=False, out_indices=(0, 3))
+    model = PyConvResNet(50, out_indices=(0, 3))
+    assert model.layer1[0].cp_pyconv_input and not reference.layer1[0].cp_pyconv_input
+    for m in (reference, model):
+        m.to(memory_format=memory_format)
+    inputs = [torch.randn(2, 3, 48, 48).to(memory_format=memory_format) for _ in range(2)]
+    _assert_same_training(reference, model, inputs)
+
+
+def test_entrance_cp_keeps_only_the_block_input_at_the_stem_resolution():
+    """Without it, stage 1's first block keeps 3 activations at the stem's 24x24 (its input,
+    the 1x1 reduce's output for BN, the BN/ReLU output for the PyConv); with it, the input."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 48, 48)
+
+    def at_stem_resolution(model):
+        saved = _saved_activations(model.train(), x.clone())
+        return [t for t in saved if t.shape[-2:] == (24, 24)]
+
+    reference = at_stem_resolution(PyConvResNet(50, entrance_cp=False))
+    kept = at_stem_resolution(PyConvResNet(50))
+    # the stem's BN input and ReLU output are kept either way
+    assert [tuple(t.shape) for t in reference] == [(2, 64, 24, 24)] * 4
+    assert [tuple(t.shape) for t in kept] == [(2, 64, 24, 24)] * 2
+
+
+def test_entrance_cp_only_where_the_first_block_strides_from_the_stem():
+    assert PyConvResNet(50).layer1[0].cp_pyconv_input
+    assert PyConvHGResNet(50).layer1[0].cp_pyconv_input
+    assert PyConvResNet3D(50).layer1[0].cp_pyconv_input
+    model = PyConvResNet(50)
+    later = [block for name in ('layer1', 'layer2', 'layer3', 'layer4')
+             for block in getattr(model, name)][1:]
+    assert not any(block.cp_pyconv_input for block in later)
+    # a max pool after the stem: stage 1 keeps its resolution, nothing is larger
+    assert not PyConvResNet(50, maxpool='stem').layer1[0].cp_pyconv_input
+    assert not PyConvResNet(50, entrance_cp=False).layer1[0].cp_pyconv_input
+    # basic blocks start with the PyConv: no activation at the stem's resolution to drop
+    assert not hasattr(PyConvResNet(18).layer1[0], 'cp_pyconv_input')
+
+
+def test_entrance_cp_in_3d_trains_exactly_as_keeping_the_activations():
+    torch.manual_seed(0)
+    small = dict(depth=50, stem_channels=16, base_channels=8, stem_kernel=(3, 7, 7),
+                 pyramids=[dict(kernel_sizes=[3, (3, 5, 5)], groups=[1, 2])] * 4)
+    _assert_same_training(PyConvResNet3D(entrance_cp=False, **small),
+                          PyConvResNet3D(**small), [torch.randn(2, 3, 4, 32, 32)])
+
+
+def test_with_cp_updates_running_statistics_once():
+    """A plain ``torch.utils.checkpoint`` runs every batch norm twice per step in training,
+    doubling the momentum of its running statistics; ours recomputes on copies of them."""
+    torch.manual_seed(0)
+    reference = PyConvResNet(50, entrance_cp=False, out_indices=(1, 3))
+    model = PyConvResNet(50, with_cp=True, out_indices=(1, 3))
+    _assert_same_training(reference, model, [torch.randn(2, 3, 32, 32) for _ in range(2)])
+    norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    assert all(int(m.num_batches_tracked) == 2 for m in norms)
+
+
+def test_no_recomputation_in_eval_mode_or_without_grad():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 48, 48)
+    model = PyConvResNet(50)
+    # e.g. gradients of an input in eval mode: the block runs as usual
+    saved = [t for t in _saved_activations(model.eval(), x.clone()) if t.shape[-2:] == (24, 24)]
+    assert len(saved) == 4
+    model.train()
+    with torch.no_grad():
+        model(x)
+    assert all(int(m.num_batches_tracked) == 1 for m in model.modules()
+               if isinstance(m, _BatchNorm))
