@@ -5,8 +5,9 @@ The stock CPU kernels run convolutions whose groups have few channels (PyConv's 
 columns, so the group size does not matter, works through the image in bands of rows that stay
 in cache, and writes each level straight into its channels of the PyConv's output (no
 concatenation). It is built with the package (``tools/setup.sh``) and runs on CPUs with
-AVX-512, in fp32; with autograd for stride-1 levels (its own input and weight gradients, see
-:class:`LevelsFunction`); elsewhere :func:`usable` is False and the stock forms run.
+AVX-512, in fp32; with autograd (its own input and weight gradients, see
+:class:`LevelsFunction`) for stride-1 levels and for stride-2 levels of dilation 1 on inputs of
+even height and width; elsewhere :func:`usable` is False and the stock forms run.
 ``PYCONV_DIRECT_KERNEL=0`` in the environment or :func:`set_enabled` turns it off.
 
 Example:
@@ -14,12 +15,13 @@ Example:
     >>> conv_levels(x, [conv.levels[1], conv.levels[3]], [16, 48], out)  # two grouped levels
 """
 import os
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .algorithms import channels_last_kind
+from .algorithms import _compiling, channels_last_kind
 
 try:
     from . import _direct_conv as _ext
@@ -42,10 +44,14 @@ def enabled() -> bool:
 
 
 def usable(x: torch.Tensor, level: nn.Conv2d) -> bool:
-    """Whether the kernel can compute ``level`` (a grouped ``nn.Conv2d``) on ``x`` now: with
-    autograd (training) only stride-1 levels of kernel 3, 5, 7 or 9, whose gradients it has."""
+    """Whether the kernel can compute ``level`` (a grouped ``nn.Conv2d``) on ``x`` now. With
+    autograd (training), the levels whose gradients it has: kernel 3, 5, 7 or 9, and stride 1,
+    or stride 2 with dilation 1 on an input of even height and width (see
+    :func:`stride2_kernel_size`)."""
     if not enabled() or x.dim() != 4 or x.device.type != 'cpu' or x.dtype != torch.float32:
         return False
+    if _compiling():
+        return False  # a compiler cannot trace the kernel
     if _cpu_autocast():
         return False  # the user asked for bf16/fp16 convolutions
     if level.weight.dtype != torch.float32 or level.padding_mode != 'zeros':
@@ -56,7 +62,49 @@ def usable(x: torch.Tensor, level: nn.Conv2d) -> bool:
             and len(set(level.dilation)) == 1
             and level.padding == ((kh - 1) // 2 * level.dilation[0], ) * 2):
         return False
-    return not torch.is_grad_enabled() or (sh == 1 and _ext.weight_grad_supported(kh))
+    if not torch.is_grad_enabled():
+        return True
+    if sh == 1:
+        return _ext.weight_grad_supported(kh)
+    return (level.dilation[0] == 1 and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0
+            and _ext.weight_grad_supported(kh))
+
+
+def stride2_kernel_size(kernel: int) -> int:
+    """Size K' of the stride-1 convolutions that a stride-2 level's gradients split into.
+
+    A stride-2 convolution (kernel K, padding (K - 1) / 2) read at the four phases
+    ``x[..., a::2, b::2]`` of its input is the sum of four stride-1 convolutions, one per phase,
+    each with the taps ``k`` of the matching parity, ``k - (K - 1) / 2 = a (mod 2)``. Centred,
+    they fit a K' x K' kernel (the rest zeros): 3 for K = 3 and 5, 5 for K = 7 and 9.
+    """
+    return 2 * ((kernel + 1) // 4) + 1
+
+
+def _phase_taps(kernel: int, phase: int) -> List[int]:
+    """Tap of a stride-2 level's kernel (along one axis) at each position ``t`` of its phase's
+    K'-wide stride-1 kernel, or K (none: a zero): phase ``phase`` of the input gradient is
+    ``grad_x[2m + phase] = sum_t grad[m + t - P'] * w[tap[t]]`` with ``P' = (K' - 1) / 2``."""
+    pad, half = (kernel - 1) // 2, (stride2_kernel_size(kernel) - 1) // 2
+    taps = [phase + pad - 2 * (t - half) for t in range(2 * half + 1)]
+    return [k if 0 <= k < kernel else kernel for k in taps]
+
+
+def _phase_kernel(weight: torch.Tensor, a: int, b: int) -> torch.Tensor:
+    """(C, C', K, K) -> (C, C', K', K'): the taps of input phase (a, b), zeros elsewhere."""
+    kernel = weight.shape[-1]
+    padded = F.pad(weight, (0, 1, 0, 1))  # tap K reads this zero row and column
+    rows = torch.tensor(_phase_taps(kernel, a), device=weight.device)
+    cols = torch.tensor(_phase_taps(kernel, b), device=weight.device)
+    return padded.index_select(2, rows).index_select(3, cols)
+
+
+def _transposed(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """(C_out, C_in / G, K, K) -> (C_in, C_out / G, K, K): each group's input and output
+    channels swapped (the weight of the input gradient's convolution, before the flip)."""
+    k = weight.shape[-1]
+    return (weight.reshape(groups, -1, *weight.shape[1:]).transpose(1, 2)
+            .reshape(-1, weight.shape[0] // groups, k, k))
 
 
 def _cpu_autocast() -> bool:
@@ -107,10 +155,12 @@ def _run(x: torch.Tensor, weights: Sequence[torch.Tensor],
 
 
 class LevelsFunction(torch.autograd.Function):
-    """Stride-1 kernel levels and the other levels' outputs assembled into one output, with
-    gradients: the input's by the same kernel (a stride-1 grouped convolution's input gradient
-    is a grouped convolution of the output gradient with the transposed, flipped kernels), the
-    weights' by the kernel's weight-gradient pass, the other levels' by slicing.
+    """Kernel levels (stride 1 or 2) and the other levels' outputs assembled into one output,
+    with gradients: the input's by the same kernel (a stride-1 grouped convolution's input
+    gradient is a grouped convolution of the output gradient with the transposed, flipped
+    kernels; at stride 2, one such convolution per input phase, see
+    :func:`stride2_kernel_size`), the weights' by the kernel's weight-gradient pass (at stride
+    2, per input phase), the other levels' by slicing.
 
     ``apply(levels, c_offsets, other_offsets, x, *weights, *biases, *others)``: the kernel's
     levels, their weights and biases (empty tensors for none) and output channel offsets; the
@@ -123,36 +173,51 @@ class LevelsFunction(torch.autograd.Function):
         n = len(levels)
         weights, biases, others = tensors[:n], tensors[n:2 * n], tensors[2 * n:]
         channels = sum(w.shape[0] for w in weights) + sum(o.shape[1] for o in others)
-        out = empty_output(x, channels, x.shape[2:])
+        stride = levels[0].stride[0]
+        out = empty_output(x, channels, output_size(x, levels[0]))
         _run(x, weights, [b if b.numel() else None for b in biases],
-             [lvl.dilation[0] for lvl in levels], c_offsets, 1, out)
+             [lvl.dilation[0] for lvl in levels], c_offsets, stride, out)
         for start, other in zip(other_offsets, others):
             out.narrow(1, start, other.shape[1]).copy_(other)
         ctx.save_for_backward(x, *weights)
         ctx.levels, ctx.c_offsets, ctx.other_offsets = levels, c_offsets, other_offsets
         ctx.other_channels = [o.shape[1] for o in others]
         ctx.has_bias = [b.numel() > 0 for b in biases]
+        ctx.stride = stride
         return out
 
     @staticmethod
     def backward(ctx, grad):
         x, *weights = ctx.saved_tensors  # the kernels read any strides of grad
+        levels, n = ctx.levels, len(weights)
         grad_x = None
-        if ctx.needs_input_grad[3]:  # one call: every level's part summed into all channels
-            flipped = []
-            for level, weight in zip(ctx.levels, weights):
-                groups, k = level.groups, weight.shape[-1]
-                flipped.append(weight.reshape(groups, -1, *weight.shape[1:]).transpose(1, 2)
-                               .flip(-1, -2).reshape(-1, weight.shape[0] // groups, k, k))
+        if ctx.needs_input_grad[3]:  # one call per phase: every level summed into all channels
+            transposed = [_transposed(w, lvl.groups) for lvl, w in zip(levels, weights)]
+            in_ranges = [(start, w.shape[0]) for start, w in zip(ctx.c_offsets, weights)]
             grad_x = torch.empty_like(x)
-            _run(grad, flipped, [None] * len(weights), [lvl.dilation[0] for lvl in ctx.levels],
-                 [0] * len(weights), 1, grad_x,
-                 in_ranges=[(start, w.shape[0]) for start, w in zip(ctx.c_offsets, weights)])
-        grad_weights = list(_ext.weight_grads(
-            x.detach(), grad, [list(w.shape) for w in weights],
-            [lvl.dilation[0] for lvl in ctx.levels], list(ctx.c_offsets)))
+            if ctx.stride == 1:
+                _run(grad, [w.flip(-1, -2) for w in transposed], [None] * n,
+                     [lvl.dilation[0] for lvl in levels], [0] * n, 1, grad_x,
+                     in_ranges=in_ranges)
+            else:
+                for a, b in PHASES:
+                    _run(grad, [_phase_kernel(w, a, b) for w in transposed], [None] * n,
+                         [1] * n, [0] * n, 1, grad_x[:, :, a::2, b::2], in_ranges=in_ranges)
+        grad_weights = _weight_grads(x, grad, weights, levels, ctx.c_offsets)
         grad_biases = [grad.narrow(1, start, w.shape[0]).sum((0, 2, 3)) if has else None
                        for start, w, has in zip(ctx.c_offsets, weights, ctx.has_bias)]
         grad_others = [grad.narrow(1, start, channels)
                        for start, channels in zip(ctx.other_offsets, ctx.other_channels)]
         return (None, None, None, grad_x, *grad_weights, *grad_biases, *grad_others)
+
+
+#: The four phases (row, column) of a stride-2 level's input.
+PHASES = ((0, 0), (0, 1), (1, 0), (1, 1))
+
+
+def _weight_grads(x: torch.Tensor, grad: torch.Tensor, weights: Sequence[torch.Tensor],
+                  levels: Sequence[nn.Conv2d], c_offsets: Sequence[int]) -> List[torch.Tensor]:
+    """Weight gradients of the kernel's levels, one kernel call for all (stride 1 or 2)."""
+    return list(_ext.weight_grads(x.detach(), grad, [list(w.shape) for w in weights],
+                                  [lvl.dilation[0] for lvl in levels], list(c_offsets),
+                                  levels[0].stride[0]))

@@ -189,45 +189,45 @@ void conv_tile_reuse(const Tile& t) {
       });
 }
 
-// Weight gradient of one (output channels [oc0, oc0 + CO), input channel ci, kernel row ky):
-// dW[oc][ci][ky][kx] = sum over images and output pixels of grad[oc][y][x] * x_pad[y + ky*d][x
-// + kx*d], vectorised over 16 output columns, one image at a time so that its planes stay in
-// cache for the K passes over ky. `grad` planes are (Ho, Wg) with zeros past Wo, `input` planes
-// (Hp, Wp) zero padded for stride 1.
-template <int CO, int K>
+// Weight gradient of one image for (output channels [oc0, oc0 + CO), input channel ci), added
+// to `dw`: dW[oc][ci][ky][kx] += sum over output pixels of grad[oc][y][x] * x_pad[S*y + ky*d]
+// [S*x + kx*d], vectorised over 16 output columns; the planes stay in cache for the K passes
+// over ky. `grad` planes are (Ho, Wg) with zeros past Wo; `input` is zero padded and its
+// columns split into S phase planes of `in_plane` floats (rows of `in_width`), as the
+// forward's band buffers.
+template <int CO, int K, int S>
 void weight_grad_task(const float* __restrict grad, int64_t grad_plane, int64_t grad_width,
-                      const float* __restrict input, int64_t in_width,
-                      int64_t batch, int64_t grad_image, int64_t in_image, int64_t out_height,
-                      int64_t dilation, int64_t offset, float* __restrict dw,
-                      int64_t dw_stride) {
-  for (int64_t i = 0; i < CO * K * K; ++i) dw[(i / (K * K)) * dw_stride + i % (K * K)] = 0.f;
-  for (int64_t n = 0; n < batch; ++n) {
-    const float* g_n = grad + n * grad_image;
-    const float* x_n = input + n * in_image;
-    for (int ky = 0; ky < K; ++ky) {
-      __m512 acc[CO][K];
-      zero_tile<CO, K>(acc);
-      for (int64_t y = 0; y < out_height; ++y) {
-        const float* g_row = g_n + y * grad_width;
-        const float* x_row = x_n + (y + ky * dilation + offset) * in_width + offset;
-        for (int64_t x0 = 0; x0 < grad_width; x0 += 16) {
-          __m512 g[CO];
+                      const float* __restrict input, int64_t in_width, int64_t in_plane,
+                      int64_t out_height, int64_t dilation, int64_t offset,
+                      float* __restrict dw, int64_t dw_stride) {
+  int64_t tap[K];  // where column tap kx of output column 0 sits in the row's phase planes
+  for (int kx = 0; kx < K; ++kx) {
+    const int64_t column = kx * dilation + offset;
+    tap[kx] = (column % S) * in_plane + column / S;
+  }
+  for (int ky = 0; ky < K; ++ky) {
+    __m512 acc[CO][K];
+    zero_tile<CO, K>(acc);
+    for (int64_t y = 0; y < out_height; ++y) {
+      const float* g_row = grad + y * grad_width;
+      const float* x_row = input + (S * y + ky * dilation + offset) * in_width;
+      for (int64_t x0 = 0; x0 < grad_width; x0 += 16) {
+        __m512 g[CO];
 #pragma GCC unroll 16
-          for (int co = 0; co < CO; ++co) g[co] = _mm512_loadu_ps(g_row + co * grad_plane + x0);
+        for (int co = 0; co < CO; ++co) g[co] = _mm512_loadu_ps(g_row + co * grad_plane + x0);
 #pragma GCC unroll 16
-          for (int kx = 0; kx < K; ++kx) {
-            const __m512 v = _mm512_loadu_ps(x_row + x0 + kx * dilation);
+        for (int kx = 0; kx < K; ++kx) {
+          const __m512 v = _mm512_loadu_ps(x_row + x0 + tap[kx]);
 #pragma GCC unroll 16
-            for (int co = 0; co < CO; ++co) acc[co][kx] = _mm512_fmadd_ps(g[co], v, acc[co][kx]);
-          }
+          for (int co = 0; co < CO; ++co) acc[co][kx] = _mm512_fmadd_ps(g[co], v, acc[co][kx]);
         }
       }
-#pragma GCC unroll 16
-      for (int co = 0; co < CO; ++co)
-#pragma GCC unroll 16
-        for (int kx = 0; kx < K; ++kx)
-          dw[co * dw_stride + ky * K + kx] += _mm512_reduce_add_ps(acc[co][kx]);
     }
+#pragma GCC unroll 16
+    for (int co = 0; co < CO; ++co)
+#pragma GCC unroll 16
+      for (int kx = 0; kx < K; ++kx)
+        dw[co * dw_stride + ky * K + kx] += _mm512_reduce_add_ps(acc[co][kx]);
   }
 }
 
@@ -335,13 +335,14 @@ int channels_per_tile(int64_t out_per_group, int most) {
   return 1;
 }
 
-using WeightGradFn = decltype(&weight_grad_task<1, 3>);
+using WeightGradFn = decltype(&weight_grad_task<1, 3, 1>);
 
+template <int S>
 WeightGradFn pick_weight_grad(int64_t kernel, int channels) {
-#define PYCONV_WGRAD(K)                                                      \
-  if (kernel == K)                                                         \
-    return channels == 4 ? &weight_grad_task<4, K>                         \
-                         : (channels == 2 ? &weight_grad_task<2, K> : &weight_grad_task<1, K>);
+#define PYCONV_WGRAD(K)                                                                  \
+  if (kernel == K)                                                                     \
+    return channels == 4 ? &weight_grad_task<4, K, S>                                  \
+                         : (channels == 2 ? &weight_grad_task<2, K, S> : &weight_grad_task<1, K, S>);
   PYCONV_WGRAD(3) PYCONV_WGRAD(5) PYCONV_WGRAD(7) PYCONV_WGRAD(9)
 #undef PYCONV_WGRAD
   return nullptr;
@@ -591,68 +592,90 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
   });
 }
 
-// Planar copy of channels [c0, c0 + C) of a 4D tensor: (N, C, H + 2 * pad, W_out) zero padded,
-// W_out >= W + 2 * pad.
-torch::Tensor planar(const torch::Tensor& t, int64_t c0, int64_t C, int64_t pad, int64_t width,
-                     int64_t extra_rows) {
+// Planar copy of channels [c0, c0 + C) of a 4D tensor into `out` (N, C * S, H + 2 * pad +
+// extra, width): zero padded by `pad` rows and columns (and the extra rows below), columns
+// split into S phase planes as in the forward's band buffers: padded column p of channel c at
+// plane c * S + p % S, column p / S; width * S >= W + 2 * pad.
+void planar(const torch::Tensor& t, int64_t c0, int64_t C, int64_t pad, int64_t S,
+            torch::Tensor& out) {
   const int64_t N = t.size(0), H = t.size(2), W = t.size(3);
+  const int64_t rows = out.size(2), width = out.size(3), plane = rows * width;
   if (t.stride(1) == 1 && C % 16 == 0) {  // channels_last: rows by 16 x 16 transposes
-    const int64_t rows = H + 2 * pad + extra_rows, plane = rows * width;
-    auto out = torch::empty({N, C, rows, width}, t.options());
     const float* src = t.data_ptr<float>() + c0;
     float* dst = out.data_ptr<float>();
     at::parallel_for(0, N * rows, 1, [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
         const int64_t n = task / rows, r = task % rows, y = r - pad;
-        float* row = dst + n * C * plane + r * width;
-        for (int64_t c = 0; c < C; ++c) {
-          if (y < 0 || y >= H) {
-            std::fill_n(row + c * plane, width, 0.f);
-          } else {
-            std::fill_n(row + c * plane, pad, 0.f);
-            std::fill_n(row + c * plane + pad + W, width - pad - W, 0.f);
+        float* row = dst + n * C * S * plane + r * width;
+        const bool inside = y >= 0 && y < H;
+        for (int64_t c = 0; c < C; ++c)
+          for (int64_t phase = 0; phase < S; ++phase) {
+            float* line = row + (c * S + phase) * plane;
+            if (!inside) {
+              std::fill_n(line, width, 0.f);
+              continue;
+            }
+            // the columns of this phase left of the image and right of it
+            const int64_t first = (pad - phase + S - 1) / S, last = (pad + W - phase + S - 1) / S;
+            std::fill_n(line, first, 0.f);
+            std::fill_n(line + last, width - last, 0.f);
           }
-        }
-        if (y >= 0 && y < H)
-          copy_row_channels_last<1>(src + n * t.stride(0) + y * t.stride(2), t.stride(3), C, W,
-                                    pad, row, plane);
+        if (!inside) continue;
+        const float* in_row = src + n * t.stride(0) + y * t.stride(2);
+        if (S == 1)
+          copy_row_channels_last<1>(in_row, t.stride(3), C, W, pad, row, plane);
+        else
+          copy_row_channels_last<2>(in_row, t.stride(3), C, W, pad, row, plane);
       }
     });
-    return out;
+    return;
   }
-  auto out = torch::zeros({N, C, H + 2 * pad + extra_rows, width}, t.options());
-  out.narrow(2, pad, H).narrow(3, pad, W).copy_(t.narrow(1, c0, C));
-  return out;
+  out.zero_();
+  const auto phases = out.view({N, C, S, rows, width});
+  for (int64_t phase = 0; phase < S; ++phase) {
+    const int64_t first = ((phase - pad) % S + S) % S;  // first image column of this phase
+    if (first >= W) continue;
+    const int64_t count = (W - first + S - 1) / S;
+    phases.select(2, phase).narrow(2, pad, H).narrow(3, (first + pad) / S, count)
+        .copy_(t.narrow(1, c0, C).slice(3, first, W, S));
+  }
 }
 
-bool weight_grad_supported(int64_t kernel) { return pick_weight_grad(kernel, 1) != nullptr; }
+bool weight_grad_supported(int64_t kernel) { return pick_weight_grad<1>(kernel, 1) != nullptr; }
 
-// Weight gradients of stride-1 grouped levels: for level i (kernel K_i in 3, 5, 7, 9, weight
-// shape `shapes[i]` = (C_out, C_in / G, K, K), dilation d_i, padding (K_i - 1) / 2 * d_i), the
-// gradient of its weight from `grad` channels [c_offsets[i], + C_out) and input `x`.
+// Weight gradients of grouped levels of stride S (1 or 2): for level i (kernel K_i in 3, 5,
+// 7, 9, weight shape `shapes[i]` = (C_out, C_in / G, K, K), dilation d_i, padding (K_i - 1) /
+// 2 * d_i), the gradient of its weight from `grad` channels [c_offsets[i], + C_out) and input
+// `x`.
 std::vector<torch::Tensor> weight_grads(const torch::Tensor& x, const torch::Tensor& grad,
                                         const std::vector<std::vector<int64_t>>& shapes,
                                         const std::vector<int64_t>& dilations,
-                                        const std::vector<int64_t>& c_offsets) {
+                                        const std::vector<int64_t>& c_offsets, int64_t stride) {
   TORCH_CHECK(supported(), "pyconv direct kernel: this CPU has no AVX-512");
-  TORCH_CHECK(x.dim() == 4 && grad.dim() == 4 && x.scalar_type() == torch::kFloat &&
-                  grad.scalar_type() == torch::kFloat && x.size(2) == grad.size(2) &&
-                  x.size(3) == grad.size(3),
-              "pyconv weight gradient: expected float32 input and gradient of one size");
+  TORCH_CHECK(stride == 1 || stride == 2, "pyconv weight gradient: stride must be 1 or 2, got ",
+              stride);
+  TORCH_CHECK(x.dim() == 4 && grad.dim() == 4, "pyconv weight gradient: expected 4D tensors");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t Ho = (H - 1) / stride + 1, Wo = (W - 1) / stride + 1;
+  TORCH_CHECK(x.scalar_type() == torch::kFloat && grad.scalar_type() == torch::kFloat &&
+                  grad.size(2) == Ho && grad.size(3) == Wo,
+              "pyconv weight gradient: expected float32 input and a gradient of its size / "
+              "stride, got ", x.sizes(), " and ", grad.sizes());
   int64_t pad = 0;
   for (size_t i = 0; i < shapes.size(); ++i)
     pad = std::max(pad, (shapes[i][2] - 1) / 2 * dilations[i]);
-  const int64_t grad_width = (W + 15) / 16 * 16;
-  // input columns read past the image by the last 16-wide block: up to grad_width - W more
-  const int64_t in_width = grad_width + 2 * pad;
-  const auto xp = planar(x, 0, C, pad, in_width, 0);
+  const int64_t grad_width = (Wo + 15) / 16 * 16;
+  // input columns read past the image by the last 16-wide block: up to grad_width - Wo more
+  const int64_t in_width = stride == 1 ? grad_width + 2 * pad : grad_width + pad + 1;
+  const int64_t in_plane = (H + 2 * pad) * in_width;
+  // one image at a time: its planar copies are reused (a fresh batch-sized buffer per call
+  // costs page faults: about 5 ms for stage 1's strided input, batch 8)
+  auto xp = torch::empty({1, C * stride, H + 2 * pad, in_width}, x.options());
   std::vector<torch::Tensor> grads, result;
   struct Job {
     WeightGradFn fn;
-    const float* grad;
-    int64_t grad_image;
-    const float* input;
+    size_t level;
+    int64_t grad_offset, input_offset;
     float* dw;
     int64_t dw_stride, dilation, offset;
   };
@@ -662,29 +685,35 @@ std::vector<torch::Tensor> weight_grads(const torch::Tensor& x, const torch::Ten
     const int64_t out_per_group = out_channels / (C / in_per_group);
     // K x channels accumulators: 4 channels fit the registers up to K = 5
     const int channels = channels_per_tile(out_per_group, K <= 5 ? 4 : 2);
-    const WeightGradFn fn = pick_weight_grad(K, channels);
+    const WeightGradFn fn = stride == 1 ? pick_weight_grad<1>(K, channels)
+                                        : pick_weight_grad<2>(K, channels);
     TORCH_CHECK(fn != nullptr, "pyconv weight gradient: kernel size ", K, " not supported");
-    grads.push_back(planar(grad, c_offsets[i], out_channels, 0, grad_width, 0));
-    result.push_back(torch::empty({out_channels, in_per_group, K, K}, x.options()));
+    grads.push_back(torch::empty({1, out_channels, Ho, grad_width}, x.options()));
+    result.push_back(torch::zeros({out_channels, in_per_group, K, K}, x.options()));
     const int64_t offset = pad - (K - 1) / 2 * dilations[i];
     for (int64_t oc = 0; oc < out_channels; oc += channels)
       for (int64_t ci = 0; ci < in_per_group; ++ci) {
         const int64_t group = oc / out_per_group;
-        jobs.push_back({fn, grads.back().data_ptr<float>() + oc * H * grad_width,
-                        out_channels * H * grad_width,
-                        xp.data_ptr<float>() + (group * in_per_group + ci) * xp.size(2) * in_width,
+        jobs.push_back({fn, i, oc * Ho * grad_width,
+                        (group * in_per_group + ci) * stride * in_plane,
                         result.back().data_ptr<float>() + (oc * in_per_group + ci) * K * K,
                         in_per_group * K * K, dilations[i], offset});
       }
   }
-  const int64_t in_image = C * xp.size(2) * in_width;
-  at::parallel_for(0, static_cast<int64_t>(jobs.size()), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t j = begin; j < end; ++j) {
-      const Job& job = jobs[j];
-      job.fn(job.grad, H * grad_width, grad_width, job.input, in_width, N,
-             job.grad_image, in_image, H, job.dilation, job.offset, job.dw, job.dw_stride);
-    }
-  });
+  for (int64_t n = 0; n < N; ++n) {
+    const auto image = x.narrow(0, n, 1);
+    planar(image, 0, C, pad, stride, xp);
+    for (size_t i = 0; i < shapes.size(); ++i)
+      planar(grad.narrow(0, n, 1), c_offsets[i], shapes[i][0], 0, 1, grads[i]);
+    at::parallel_for(0, static_cast<int64_t>(jobs.size()), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t j = begin; j < end; ++j) {
+        const Job& job = jobs[j];
+        job.fn(grads[job.level].data_ptr<float>() + job.grad_offset, Ho * grad_width,
+               grad_width, xp.data_ptr<float>() + job.input_offset, in_width, in_plane, Ho,
+               job.dilation, job.offset, job.dw, job.dw_stride);
+      }
+    });
+  }
   return result;
 }
 
@@ -693,7 +722,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("supported", &supported, "whether this CPU can run the kernel");
   m.def("conv_levels", &conv_levels,
         "grouped levels of a PyConv written into their channel ranges of one output");
-  m.def("weight_grads", &weight_grads, "weight gradients of stride-1 grouped levels");
+  m.def("weight_grads", &weight_grads, "weight gradients of grouped levels of stride 1 or 2");
   m.def("weight_grad_supported", &weight_grad_supported,
         "whether weight_grads takes this kernel size");
 }
