@@ -17,7 +17,8 @@ def read_version() -> str:
 
 
 def extensions() -> dict:
-    """The direct kernel as a torch CppExtension (x86-64 with a C++ compiler and torch)."""
+    """Our CPU kernels (PyConv levels, max-pool gradient) as a torch CppExtension (x86-64 with
+    a C++ compiler and torch)."""
     try:
         from torch.utils.cpp_extension import BuildExtension, CppExtension
     except ImportError:
@@ -25,7 +26,8 @@ def extensions() -> dict:
     import platform
     if platform.machine() not in ('x86_64', 'AMD64'):
         return {}
-    ext = CppExtension('pyconv_mm.ops._direct_conv', ['pyconv_mm/ops/csrc/direct_conv.cpp'],
+    ext = CppExtension('pyconv_mm.ops._direct_conv',
+                       ['pyconv_mm/ops/csrc/direct_conv.cpp', 'pyconv_mm/ops/csrc/max_pool_grad.cpp'],
                        extra_compile_args=['-O3', '-fopenmp'], extra_link_args=['-fopenmp'])
     return dict(ext_modules=[ext], cmdclass={'build_ext': BuildExtension})
 

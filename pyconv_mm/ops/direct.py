@@ -70,6 +70,20 @@ def usable(x: torch.Tensor, level: nn.Conv2d) -> bool:
             and _ext.weight_grad_supported(kh))
 
 
+def max_pool2d_grad(x: torch.Tensor, grad: torch.Tensor, kernel_size: Sequence[int],
+                    stride: Sequence[int], padding: Sequence[int]) -> Optional[torch.Tensor]:
+    """Input gradient of ``max_pool2d(x, kernel_size, stride, padding)`` (dilation 1, floor
+    mode) for the output gradient ``grad``, found from ``x`` alone in one pass by our kernel
+    (``csrc/max_pool_grad.cpp``), equal to the stock backward; None where the kernel does not
+    apply (off, not a CPU float32 channels_last input of whole 16-channel blocks)."""
+    if not (enabled() and x.dim() == 4 and x.device.type == 'cpu' and x.dtype == torch.float32
+            and grad.dtype == torch.float32 and x.shape[1] % 16 == 0
+            and x.is_contiguous(memory_format=torch.channels_last)):
+        return None
+    return _ext.max_pool2d_grad(x, grad.contiguous(memory_format=torch.channels_last),
+                                list(kernel_size), list(stride), list(padding))
+
+
 def stride2_kernel_size(kernel: int) -> int:
     """Size K' of the stride-1 convolutions that a stride-2 level's gradients split into.
 

@@ -5,8 +5,10 @@ bytes of its float32 output. In PyConvResNet's shortcuts (``MaxPool -> 1x1 conv 
 pool's input is the block's input, which the block's first convolution saves anyway, so these
 pools save only that input and find the maxima again in the backward pass: one more pooling per
 shortcut, and no index tensor alive between forward and backward (PyConvResNet-50, batch 8 at
-224x224: 34 MiB). The forward result and the gradients are those of ``nn.MaxPool2d`` /
-``nn.MaxPool3d``.
+224x224: 34 MiB). On CPU, channels_last float32 inputs of whole 16-channel blocks, our kernel
+does the backward pass in one pass over the input (:func:`pyconv_mm.ops.direct.max_pool2d_grad`);
+elsewhere the stock pool runs again with indices and its backward scatters the gradient. The
+forward result and the gradients are those of ``nn.MaxPool2d`` / ``nn.MaxPool3d``.
 """
 from typing import Tuple
 
@@ -15,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from . import direct
 from .algorithms import _compiling
 from .pyramid import ntuple
 
@@ -39,6 +42,9 @@ class _MaxPoolRecomputed(torch.autograd.Function):
         (x, ) = ctx.saved_tensors
         kernel_size, stride, padding = ctx.window
         ndim = len(kernel_size)
+        grad_x = direct.max_pool2d_grad(x, grad, kernel_size, stride, padding) if ndim == 2 else None
+        if grad_x is not None:  # one pass of our CPU kernel
+            return grad_x, None, None, None
         _, indices = _POOL[ndim](x, kernel_size, stride, padding, return_indices=True)
         grad_x = _POOL_BACKWARD[ndim](grad, x, kernel_size, stride, padding, (1, ) * ndim,
                                       False, indices)

@@ -71,3 +71,62 @@ def test_pyconvresnet_keeps_no_pool_indices_for_backward():
     assert torch.int64 not in saved
     sum(o.sum() for o in outs).backward()
     assert all(p.grad is not None for p in backbone.parameters())
+
+
+needs_kernel = pytest.mark.skipif(
+    not __import__('pyconv_mm.ops.direct', fromlist=['AVAILABLE']).AVAILABLE,
+    reason='our CPU kernels are not built or this CPU has no AVX-512')
+
+
+@needs_kernel
+@pytest.mark.parametrize('window', [
+    dict(kernel_size=3, stride=2, padding=1),
+    dict(kernel_size=2, stride=2, padding=0),
+    dict(kernel_size=3, stride=1, padding=1),
+    dict(kernel_size=(3, 5), stride=(2, 3), padding=(1, 2)),
+    dict(kernel_size=1, stride=3, padding=0),  # rows and columns no window reaches
+])
+@pytest.mark.parametrize('values', ['random', 'ties', 'nan'])
+def test_kernel_backward_equals_the_stock_pool_bit_for_bit(window, values, monkeypatch):
+    """On CPU channels_last inputs of whole 16-channel blocks our one-pass kernel computes the
+    backward pass: the same gradient as the stock pool's, to the bit, with tied maxima (the
+    first in the window wins, gradients of windows sharing one are summed) and NaNs."""
+    from pyconv_mm.ops import direct
+    torch.manual_seed(0)
+    x = torch.randn(2, 32, 13, 10)
+    if values == 'ties':
+        x = torch.randint(0, 3, x.shape).float()
+    elif values == 'nan':
+        x[0, 3, 4, 5] = x[1, 20, 0, 0] = x[1, 20, 0, 1] = float('nan')
+    x = x.contiguous(memory_format=torch.channels_last)
+    calls = []
+    original = direct.max_pool2d_grad
+
+    def counted(*args):
+        calls.append(original(*args))
+        return calls[-1]
+
+    monkeypatch.setattr(direct, 'max_pool2d_grad', counted)
+    x_ours, x_stock = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_ours, y_stock = IndexFreeMaxPool2d(**window)(x_ours), nn.MaxPool2d(**window)(x_stock)
+    grad = torch.randn_like(y_stock).contiguous()  # an NCHW gradient is taken too
+    y_ours.backward(grad)
+    y_stock.backward(grad)
+    assert len(calls) == 1 and calls[0] is not None, 'the kernel ran'
+    assert torch.equal(y_ours.nan_to_num(), y_stock.nan_to_num())
+    assert torch.equal(x_ours.grad, x_stock.grad)
+    assert x_ours.grad.is_contiguous(memory_format=torch.channels_last)
+
+
+@needs_kernel
+def test_kernel_backward_leaves_other_inputs_to_the_stock_pool():
+    from pyconv_mm.ops import direct
+    window = ([3, 3], [2, 2], [1, 1])
+    grad = torch.randn(2, 24, 4, 4)
+    assert direct.max_pool2d_grad(torch.randn(2, 24, 8, 8), grad, *window) is None  # NCHW
+    x = torch.randn(2, 24, 8, 8).contiguous(memory_format=torch.channels_last)
+    assert direct.max_pool2d_grad(x, grad, *window) is None  # 24 channels: not whole blocks
+    with pytest.raises(RuntimeError, match='does not match the input'):
+        direct._ext.max_pool2d_grad(
+            torch.randn(1, 16, 8, 8).contiguous(memory_format=torch.channels_last),
+            torch.randn(1, 16, 3, 3).contiguous(memory_format=torch.channels_last), *window)
