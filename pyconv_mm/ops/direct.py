@@ -7,8 +7,9 @@ in cache, and writes each level straight into its channels of the PyConv's outpu
 concatenation). It is built with the package (``tools/setup.sh``) and runs on CPUs with
 AVX-512, in fp32; with autograd (its own input and weight gradients, see
 :class:`LevelsFunction`) for stride-1 levels and for stride-2 levels of dilation 1 on inputs of
-even height and width; elsewhere :func:`usable` is False and the stock forms run.
-``PYCONV_DIRECT_KERNEL=0`` in the environment or :func:`set_enabled` turns it off.
+even height and width; elsewhere :func:`usable` is False and the stock forms run. The same
+extension has the one-pass backward of the index-free max pools (:func:`max_pool2d_grad`).
+``PYCONV_DIRECT_KERNEL=0`` in the environment or :func:`set_enabled` turns both off.
 
 Example:
     >>> out = empty_output(x, 64, (56, 56))
@@ -84,13 +85,17 @@ def max_pool2d_grad(x: torch.Tensor, grad: torch.Tensor, kernel_size: Sequence[i
                                 list(kernel_size), list(stride), list(padding))
 
 
-def stride2_kernel_size(kernel: int) -> int:
-    """Size K' of the stride-1 convolutions that a stride-2 level's gradients split into.
+#: The four phases (row, column) of a stride-2 level's input: ``x[..., a::2, b::2]``.
+PHASES = ((0, 0), (0, 1), (1, 0), (1, 1))
 
-    A stride-2 convolution (kernel K, padding (K - 1) / 2) read at the four phases
-    ``x[..., a::2, b::2]`` of its input is the sum of four stride-1 convolutions, one per phase,
-    each with the taps ``k`` of the matching parity, ``k - (K - 1) / 2 = a (mod 2)``. Centred,
-    they fit a K' x K' kernel (the rest zeros): 3 for K = 3 and 5, 5 for K = 7 and 9.
+
+def stride2_kernel_size(kernel: int) -> int:
+    """Size K' of the stride-1 convolutions that a stride-2 level's input gradient splits into.
+
+    The input gradient of a stride-2 convolution (kernel K, padding P = (K - 1) / 2) at the
+    input phase ``x[..., a::2, b::2]`` is a stride-1 convolution of the output gradient with
+    the taps ``k`` of that phase's parity, ``k - P = a (mod 2)``, transposed and flipped.
+    Centred, they fit a K' x K' kernel (the rest zeros): 3 for K = 3 and 5, 5 for K = 7 and 9.
     """
     return 2 * ((kernel + 1) // 4) + 1
 
@@ -174,7 +179,8 @@ class LevelsFunction(torch.autograd.Function):
     gradient is a grouped convolution of the output gradient with the transposed, flipped
     kernels; at stride 2, one such convolution per input phase, see
     :func:`stride2_kernel_size`), the weights' by the kernel's weight-gradient pass (at stride
-    2, per input phase), the other levels' by slicing.
+    2 it reads the input split into column phases, as the forward does), the other levels' by
+    slicing.
 
     ``apply(levels, c_offsets, other_offsets, x, *weights, *biases, *others)``: the kernel's
     levels, their weights and biases (empty tensors for none) and output channel offsets; the
@@ -217,21 +223,12 @@ class LevelsFunction(torch.autograd.Function):
                 for a, b in PHASES:
                     _run(grad, [_phase_kernel(w, a, b) for w in transposed], [None] * n,
                          [1] * n, [0] * n, 1, grad_x[:, :, a::2, b::2], in_ranges=in_ranges)
-        grad_weights = _weight_grads(x, grad, weights, levels, ctx.c_offsets)
+        grad_weights = _ext.weight_grads(x.detach(), grad, [list(w.shape) for w in weights],
+                                         [lvl.dilation[0] for lvl in levels],
+                                         list(ctx.c_offsets), ctx.stride)
         grad_biases = [grad.narrow(1, start, w.shape[0]).sum((0, 2, 3)) if has else None
                        for start, w, has in zip(ctx.c_offsets, weights, ctx.has_bias)]
         grad_others = [grad.narrow(1, start, channels)
                        for start, channels in zip(ctx.other_offsets, ctx.other_channels)]
         return (None, None, None, grad_x, *grad_weights, *grad_biases, *grad_others)
 
-
-#: The four phases (row, column) of a stride-2 level's input.
-PHASES = ((0, 0), (0, 1), (1, 0), (1, 1))
-
-
-def _weight_grads(x: torch.Tensor, grad: torch.Tensor, weights: Sequence[torch.Tensor],
-                  levels: Sequence[nn.Conv2d], c_offsets: Sequence[int]) -> List[torch.Tensor]:
-    """Weight gradients of the kernel's levels, one kernel call for all (stride 1 or 2)."""
-    return list(_ext.weight_grads(x.detach(), grad, [list(w.shape) for w in weights],
-                                  [lvl.dilation[0] for lvl in levels], list(c_offsets),
-                                  levels[0].stride[0]))
