@@ -242,7 +242,8 @@ def make_stage(block: type,
     """A stage of ``num_blocks`` blocks; the first one strides and carries the shortcut.
 
     ``kwargs`` (``with_cp``, ``conv_cfg``, ``norm_cfg``) go to every block;
-    ``first_block_cp_pyconv_input`` is the first (bottleneck) block's ``cp_pyconv_input``.
+    ``first_block_cp_pyconv_input`` is the first block's ``cp_pyconv_input`` (bottlenecks only:
+    a basic block starts with its PyConv, so it has no activation of its input's size to drop).
     """
     shortcut_kwargs = {k: kwargs[k] for k in ('conv_cfg', 'norm_cfg') if k in kwargs}
     downsample = make_shortcut(in_channels, out_channels, stride, shortcut_pool, ndim,
@@ -251,7 +252,8 @@ def make_stage(block: type,
         block(in_channels if i == 0 else out_channels, mid_channels, out_channels, pyramid,
               stride=stride if i == 0 else 1, dilation=dilation,
               downsample=downsample if i == 0 else None, ndim=ndim,
-              **(dict(cp_pyconv_input=True) if i == 0 and first_block_cp_pyconv_input else {}),
+              **(dict(cp_pyconv_input=True) if i == 0 and first_block_cp_pyconv_input
+                 and block is PyConvBottleneck else {}),
               **kwargs)
         for i in range(num_blocks)
     ]

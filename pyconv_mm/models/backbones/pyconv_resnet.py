@@ -215,8 +215,7 @@ class PyConvResNet(BackboneConventions, BaseModule):
                 block, self.stage_blocks[i], channels, width, width * expansion,
                 self.pyramids[i], stride=strides[i], dilation=dilations[i],
                 shortcut_pool=maxpool == 'all' or (maxpool == 'first' and i == 0),
-                first_block_cp_pyconv_input=entrance_cp and i == 0 and strides[0] > 1
-                and block is PyConvBottleneck,
+                first_block_cp_pyconv_input=entrance_cp and i == 0 and strides[0] > 1,
                 with_cp=with_cp, conv_cfg=conv_cfg, norm_cfg=norm_cfg)
             channels = width * expansion
             self.add_module(f'layer{i + 1}', layer)

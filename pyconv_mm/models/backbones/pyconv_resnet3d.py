@@ -33,7 +33,7 @@ from mmengine.model import BaseModule
 from mmengine.runner.checkpoint import _load_checkpoint
 from torch import nn
 
-from .pyconv_blocks import PyConvBottleneck, make_stage
+from .pyconv_blocks import make_stage
 from .pyconv_resnet import BackboneConventions, PyConvResNet
 
 #: (kernels time-first, groups, shares) per stage
@@ -129,8 +129,8 @@ class PyConvResNet3D(BackboneConventions, BaseModule):
                 block, num_blocks, channels, width, width * block.expansion, dict(pyramids[i]),
                 stride=(temporal_strides[i], spatial_strides[i], spatial_strides[i]),
                 dilation=1, shortcut_pool=True, ndim=3, with_cp=with_cp, conv_cfg=conv_cfg,
-                norm_cfg=norm_cfg, first_block_cp_pyconv_input=entrance_cp and i == 0
-                and spatial_strides[0] > 1 and block is PyConvBottleneck)
+                norm_cfg=norm_cfg,
+                first_block_cp_pyconv_input=entrance_cp and i == 0 and spatial_strides[0] > 1)
             channels = width * block.expansion
             self.add_module(f'layer{i + 1}', layer)
             self.res_layers.append(f'layer{i + 1}')

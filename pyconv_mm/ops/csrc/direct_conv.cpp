@@ -592,8 +592,8 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
   });
 }
 
-// Planar copy of channels [c0, c0 + C) of a 4D tensor into `out` (N, C * S, H + 2 * pad +
-// extra, width): zero padded by `pad` rows and columns (and the extra rows below), columns
+// Planar copy of channels [c0, c0 + C) of a 4D tensor into `out` (N, C * S, rows, width),
+// rows >= H + 2 * pad: zero padded by `pad` rows and columns (and zero rows below), columns
 // split into S phase planes as in the forward's band buffers: padded column p of channel c at
 // plane c * S + p % S, column p / S; width * S >= W + 2 * pad.
 void planar(const torch::Tensor& t, int64_t c0, int64_t C, int64_t pad, int64_t S,
