@@ -16,6 +16,11 @@ PYTHON = sys.executable
 os.environ.setdefault('PYCONV_DEMO_DATA', tempfile.mkdtemp(prefix='pyconv_demo_'))
 os.environ.setdefault('OMP_NUM_THREADS', '2')
 
+#: Tests of our compiled CPU kernels (PyConv levels, max-pool gradient).
+needs_direct_kernel = pytest.mark.skipif(
+    not __import__('pyconv_mm.ops.direct', fromlist=['AVAILABLE']).AVAILABLE,
+    reason='our CPU kernels are not built or this CPU has no AVX-512')
+
 
 def run(args: List[str], timeout: float = 600, env: Optional[dict] = None,
         cwd: str = ROOT, check: bool = True) -> subprocess.CompletedProcess:

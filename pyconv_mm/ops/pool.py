@@ -42,8 +42,8 @@ class _MaxPoolRecomputed(torch.autograd.Function):
         (x, ) = ctx.saved_tensors
         kernel_size, stride, padding = ctx.window
         ndim = len(kernel_size)
-        grad_x = direct.max_pool2d_grad(x, grad, kernel_size, stride, padding) if ndim == 2 else None
-        if grad_x is not None:  # one pass of our CPU kernel
+        grad_x = direct.max_pool2d_grad(x, grad, kernel_size, stride, padding)
+        if grad_x is not None:  # our CPU kernel (2D, channels_last)
             return grad_x, None, None, None
         _, indices = _POOL[ndim](x, kernel_size, stride, padding, return_indices=True)
         grad_x = _POOL_BACKWARD[ndim](grad, x, kernel_size, stride, padding, (1, ) * ndim,

@@ -79,10 +79,10 @@ def test_entrance_cp_keeps_only_the_block_input_at_the_stem_resolution():
 
 
 def test_entrance_cp_only_where_the_first_block_strides_from_the_stem():
-    assert PyConvResNet(50).layer1[0].cp_pyconv_input
+    model = PyConvResNet(50)
+    assert model.layer1[0].cp_pyconv_input
     assert PyConvHGResNet(50).layer1[0].cp_pyconv_input
     assert PyConvResNet3D(50).layer1[0].cp_pyconv_input
-    model = PyConvResNet(50)
     later = [block for name in ('layer1', 'layer2', 'layer3', 'layer4')
              for block in getattr(model, name)][1:]
     assert not any(block.cp_pyconv_input for block in later)

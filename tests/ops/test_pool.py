@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import needs_direct_kernel
 from pyconv_mm.ops.pool import IndexFreeMaxPool2d, IndexFreeMaxPool3d
 
 CASES = [
@@ -73,12 +74,7 @@ def test_pyconvresnet_keeps_no_pool_indices_for_backward():
     assert all(p.grad is not None for p in backbone.parameters())
 
 
-needs_kernel = pytest.mark.skipif(
-    not __import__('pyconv_mm.ops.direct', fromlist=['AVAILABLE']).AVAILABLE,
-    reason='our CPU kernels are not built or this CPU has no AVX-512')
-
-
-@needs_kernel
+@needs_direct_kernel
 @pytest.mark.parametrize('window', [
     dict(kernel_size=3, stride=2, padding=1),
     dict(kernel_size=2, stride=2, padding=0),
@@ -118,7 +114,7 @@ def test_kernel_backward_equals_the_stock_pool_bit_for_bit(window, values, monke
     assert x_ours.grad.is_contiguous(memory_format=torch.channels_last)
 
 
-@needs_kernel
+@needs_direct_kernel
 def test_kernel_backward_leaves_other_inputs_to_the_stock_pool():
     from pyconv_mm.ops import direct
     window = ([3, 3], [2, 2], [1, 1])

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from conftest import needs_direct_kernel
 from pyconv_mm.ops import PyConv2d, PyConv3d, divisors
 
 
@@ -238,11 +239,6 @@ def test_tuning_tells_3d_memory_formats_apart():
         conv(x.contiguous(memory_format=torch.channels_last_3d))
         formats = {key[4] for key in algorithms._CACHE}
     assert formats == {None, torch.channels_last_3d}
-
-
-needs_direct_kernel = pytest.mark.skipif(
-    not __import__('pyconv_mm.ops.direct', fromlist=['AVAILABLE']).AVAILABLE,
-    reason='the direct kernel is not built or this CPU has no AVX-512')
 
 
 @st.composite
