@@ -17,6 +17,8 @@ def test_benchmark_tool_runs_and_reports(tmp_path):
     assert results['machine']['torch']
     modes = {r['setting']['mode'] for r in results['results']}
     assert modes == {'infer', 'train'}
+    # by default the tool has glibc keep freed memory (no page faults per step) and says so
+    assert {r['setting']['malloc'] for r in results['results']} == {'keep'}
     for result in results['results']:
         assert {r['memory_format'] for r in result['rows']} == {'nchw', 'channels_last'}
         (ratio, ) = result['ratios']
@@ -41,6 +43,16 @@ def test_benchmark_tool_runs_on_cuda_with_amp(tmp_path):
         assert ratio['throughput_ratio'] > 0
         if result['setting']['mode'] == 'train':
             assert ratio['memory_ratio'] > 0
+
+
+def test_benchmark_tool_can_leave_the_allocator_as_it_is(tmp_path):
+    out = tmp_path / 'bench.json'
+    proc = run([PYTHON, tool('analysis/benchmark.py'), '--cases', 'pyconv_layer', '--batch', '1',
+                '--warmup', '1', '--repeats', '2', '--mode', 'infer', '--malloc', 'default',
+                '--json', str(out)])
+    (result, ) = json.loads(out.read_text())['results']
+    assert result['setting']['malloc'] == 'default'
+    assert "infer (glibc's default malloc)" in proc.stdout
 
 
 def test_benchmark_tool_keeps_an_existing_json(tmp_path):

@@ -43,6 +43,9 @@ class Setting:
     compile: bool = False  # torch.compile (inductor) the model
     pyconv_algorithm: str = 'auto'  # how PyConv levels run (pyconv_mm.ops.set_algorithm)
     direct_kernel: bool = True  # whether auto may use our CPU kernel (pyconv_mm.ops.direct)
+    # how the process's allocator was set before any case (a label; the tool sets it):
+    # 'keep' (pyconv_mm.utils.allocator.keep_freed_memory) or 'default'
+    malloc: str = 'default'
 
 
 _FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}

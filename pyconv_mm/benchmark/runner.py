@@ -67,7 +67,9 @@ def mode_label(setting: dict) -> str:
         + (['torch.compile'] if setting.get('compile') else []) \
         + ([f'PyConv {setting["pyconv_algorithm"]}']
            if setting.get('pyconv_algorithm', 'auto') != 'auto' else []) \
-        + (['no direct kernel'] if not setting.get('direct_kernel', True) else [])
+        + (['no direct kernel'] if not setting.get('direct_kernel', True) else []) \
+        + (["glibc's default malloc"] if setting.get('device') == 'cpu'
+           and setting.get('malloc', 'default') == 'default' else [])
     return setting['mode'] + (f' ({", ".join(forms)})' if forms else '')
 
 

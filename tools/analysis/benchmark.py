@@ -5,7 +5,7 @@
         [--precision fp32 bf16 fp16] [--mode infer train] [--memory-format best|nchw|channels_last]
         [--batch N] [--warmup 3] [--repeats 10] [--threads N] [--fuse-bn] [--compile]
         [--pyconv-algorithm auto|native|dense|depthwise|direct] [--no-direct-kernel]
-        [--memory] [--breakdown DEPTH]
+        [--malloc keep|default] [--memory] [--breakdown DEPTH]
         [--json results.json [--force]] [--readme-block benchmark|breakdown]
     python tools/analysis/benchmark.py --from-json benchmarks/*.json --readme-block benchmark
 
@@ -17,6 +17,10 @@ and, with ``--memory``, the peak memory of a step; ratios are ours / reference, 
 its best memory format with ``--memory-format best``. ``--json`` is rewritten after every
 case and setting, so a run stopped part-way keeps its results. ``--breakdown 2`` also times, for
 inference, each module two levels down (``backbone.layer1``, ...): where the time goes.
+``--malloc keep`` (default) first has glibc's malloc keep freed memory for reuse
+(:func:`pyconv_mm.utils.allocator.keep_freed_memory`), as PyTorch's CPU launcher does by
+preloading jemalloc or tcmalloc: with glibc's default settings the page faults of fresh memory
+take up to a quarter of a CPU step, by the luck of the heap's layout rather than by the model.
 """
 import argparse
 import json
@@ -63,6 +67,9 @@ def parse_args() -> argparse.Namespace:
                         'fastest form, timed once)')
     parser.add_argument('--no-direct-kernel', action='store_true',
                         help='keep PyConvs on the stock forms (auto without our CPU kernel)')
+    parser.add_argument('--malloc', default='keep', choices=['keep', 'default'],
+                        help="keep: glibc's malloc keeps freed memory for reuse (no page "
+                        'faults on fresh memory every step); default: as the process started')
     parser.add_argument('--memory', action='store_true',
                         help='also measure the peak memory of training steps')
     parser.add_argument('--breakdown', type=int, default=0, metavar='DEPTH',
@@ -142,6 +149,13 @@ def measure(args: argparse.Namespace, save: Optional[Callable[[dict], None]] = N
             sys.exit(f'error: unknown cases {sorted(unknown)}; valid: {sorted(CASES)} or all')
         cases = {name: CASES[name] for name in names}
     formats = ['nchw', 'channels_last'] if args.memory_format == 'best' else [args.memory_format]
+    malloc = args.malloc
+    if malloc == 'keep':
+        from pyconv_mm.utils.allocator import keep_freed_memory
+        if not keep_freed_memory():
+            print('note: --malloc keep needs glibc; the allocator is left as it is',
+                  file=sys.stderr)
+            malloc = 'default'
     info = machine()
     print(f'machine: {info}', flush=True)
     results = []
@@ -153,7 +167,7 @@ def measure(args: argparse.Namespace, save: Optional[Callable[[dict], None]] = N
                                   repeats=args.repeats, fuse_bn=args.fuse_bn,
                                   compile=args.compile,
                                   pyconv_algorithm=args.pyconv_algorithm,
-                                  direct_kernel=not args.no_direct_kernel)
+                                  direct_kernel=not args.no_direct_kernel, malloc=malloc)
                 result = run_case(name, specs, setting, formats,
                                   memory=args.memory and mode == 'train',
                                   breakdown=args.breakdown)
