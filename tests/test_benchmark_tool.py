@@ -180,3 +180,19 @@ def test_benchmark_tool_keeps_the_results_of_a_run_stopped_part_way(tmp_path):
     merged = run([PYTHON, tool('analysis/benchmark.py'), '--from-json', str(out)])
     assert 'stopped part-way (results so far: 1)' in merged.stdout
     assert 'PyConv4 64->64' in merged.stdout
+
+
+def test_peak_memory_is_measured_alike_whatever_ran_before():
+    """Each model's peak memory is measured in a fresh process: the same bytes every time,
+    whichever models were profiled before in the tool's own process."""
+    from pyconv_mm.benchmark import CASES
+    from pyconv_mm.benchmark.measure import Setting, peak_memory_bytes
+    from pyconv_mm.benchmark.cases import subject_from_spec
+    from pyconv_mm.benchmark.runner import peak_memory_in_fresh_process
+    specs, _ = CASES['pyconv_layer']
+    setting = Setting(mode='train', batch=2, memory_format='channels_last')
+    first = [peak_memory_in_fresh_process(spec, setting) for spec in specs]
+    for spec in specs:  # profile both models here first
+        peak_memory_bytes(subject_from_spec(spec), setting)
+    assert [peak_memory_in_fresh_process(spec, setting) for spec in specs] == first
+    assert all(peak > 0 for peak in first)
