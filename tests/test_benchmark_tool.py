@@ -186,8 +186,8 @@ def test_peak_memory_is_measured_alike_whatever_ran_before():
     """Each model's peak memory is measured in a fresh process: the same bytes every time,
     whichever models were profiled before in the tool's own process."""
     from pyconv_mm.benchmark import CASES
-    from pyconv_mm.benchmark.measure import Setting, peak_memory_bytes
     from pyconv_mm.benchmark.cases import subject_from_spec
+    from pyconv_mm.benchmark.measure import Setting, peak_memory_bytes
     from pyconv_mm.benchmark.runner import peak_memory_in_fresh_process
     specs, _ = CASES['pyconv_layer']
     setting = Setting(mode='train', batch=2, memory_format='channels_last')
