@@ -9,7 +9,8 @@ benchmark mode). Four forms compute the same grouped convolution:
 * ``direct``: our AVX-512 CPU kernel (:mod:`pyconv_mm.ops.direct`), vectorised over output
   columns; 2D, fp32, training only at stride 1. It computes all grouped levels of a PyConv in one pass
   over the input, straight into the PyConv's output, so it is chosen for a PyConv as a whole:
-  ``auto`` times the PyConv with its levels' best stock forms and with the kernel, once.
+  ``auto`` times the PyConv once with its levels' best stock forms, with the kernel on its
+  grouped levels, and with the kernel on every level (the dense one too).
 
 Stock CPU kernels for grouped convolutions whose groups have few channels are slow (measured
 here, 2 cores, channels_last, batch 8: a 64-channel 9x9 conv with 16 groups at 56x56 took

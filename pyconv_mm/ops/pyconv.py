@@ -101,14 +101,19 @@ class _PyConvNd(nn.Module):
 
     def _forms(self, x: torch.Tensor) -> List[str]:
         """The form of each level: the fastest stock form of each level alone; then, where our
-        direct kernel can take the grouped levels, the whole PyConv is timed once both ways
-        (the kernel reads the input once for all its levels, so it is chosen as a whole)."""
+        direct kernel can take the grouped levels, the whole PyConv is timed once each way:
+        stock, the kernel for the grouped levels, and the kernel for every level, the dense
+        one too (the kernel reads the input once for all its levels, so it is chosen as a
+        whole; oneDNN usually wins the dense level, but not always, e.g. its backward for
+        stage 1's strided 3x3 with 16 outputs)."""
         stock = [self._algorithm(level, x) for level in self.levels]
-        kernel_levels = {i for i, level in enumerate(self.levels)
-                         if self.ndim == 2 and level.groups > 1 and direct.usable(x, level)}
+        usable = {i for i, level in enumerate(self.levels)
+                  if self.ndim == 2 and direct.usable(x, level)}
+        kernel_levels = {i for i in usable if self.levels[i].groups > 1}
         if not kernel_levels:
             return stock
         with_kernel = ['direct' if i in kernel_levels else form for i, form in enumerate(stock)]
+        all_kernel = ['direct' if i in usable else form for i, form in enumerate(stock)]
         key = (type(self).__name__, 'direct', tuple(x.shape), x.dtype, x.device.type,
                algorithms.channels_last_kind(x), torch.is_grad_enabled(),
                tuple((lvl.in_channels, lvl.out_channels, lvl.kernel_size, lvl.groups,
@@ -122,9 +127,12 @@ class _PyConvNd(nn.Module):
                 return probe[0]._run_forms(data, forms)
             return run
 
+        candidates = dict(stock=stock, direct=with_kernel)
+        if all_kernel != with_kernel:
+            candidates['direct_all'] = all_kernel
         choice = algorithms.choose(key, x, self.levels[0].weight,
-                                   dict(stock=timed(stock), direct=timed(with_kernel)))
-        return with_kernel if choice == 'direct' else stock
+                                   {name: timed(forms) for name, forms in candidates.items()})
+        return candidates.get(choice, stock)
 
     def _run_forms(self, x: torch.Tensor, forms: List[str]) -> torch.Tensor:
         if 'direct' in forms:

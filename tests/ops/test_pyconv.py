@@ -306,6 +306,51 @@ def test_direct_kernel_gradients_match_separate_convs(case, channels_last):
 
 
 @needs_direct_kernel
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(case=direct_cases(), channels_last=st.booleans())
+def test_direct_kernel_takes_every_level_with_the_ungrouped_ones(case, channels_last):
+    """``auto`` also times the kernel on every level of a PyConv, the ungrouped (dense) ones
+    included: outputs and gradients then equal separate convolutions too, 1e-5."""
+    from pyconv_mm.ops import direct
+    kwargs, shape = case
+    if kwargs['stride'] == 2:  # the kernel trains strided levels of dilation 1, even sizes
+        kwargs['dilations'] = 1
+        shape = (*shape[:2], shape[2] + shape[2] % 2, shape[3] + shape[3] % 2)
+    conv = PyConv2d(**kwargs)
+    calls = []
+    conv._forms = lambda x: calls.append(1) or ['direct' if direct.usable(x, lvl) else 'native'
+                                                for lvl in conv.levels]
+    out = check_equivalence(conv, shape, channels_last=channels_last)
+    assert calls and type(out.grad_fn).__name__ == 'LevelsFunctionBackward'
+
+
+@needs_direct_kernel
+def test_auto_may_run_a_dense_level_in_the_kernel():
+    """Where the kernel takes the grouped levels, ``auto`` times three whole-PyConv forms:
+    stock, the kernel on the grouped levels, and the kernel on every level."""
+    from pyconv_mm.ops import algorithms
+    torch.manual_seed(0)
+    conv = PyConv2d(16, 48, [3, 5, 7], [1, 2, 4]).eval()
+    x = torch.randn(2, 16, 20, 20)
+    timed = []
+    original = algorithms.choose
+
+    def recording(key, x, weight, candidates):
+        timed.append(sorted(candidates))
+        return original(key, x, weight, candidates)
+
+    algorithms.choose = recording
+    try:
+        with algorithm_policy('auto'), torch.no_grad():
+            out = conv(x)
+    finally:
+        algorithms.choose = original
+    assert ['direct', 'direct_all', 'stock'] in timed
+    with algorithm_policy('native'), torch.no_grad():
+        torch.testing.assert_close(out, conv(x), rtol=1e-5, atol=1e-5)
+
+
+@needs_direct_kernel
 def test_direct_kernel_reuses_its_buffers_and_trains_strided_levels_on_even_sizes():
     """Two PyConvs of different shapes, run in turn, share the threads' buffers without mixing
     their inputs; a strided PyConv trains in the kernel on an input of even height and width,
@@ -396,7 +441,7 @@ def test_auto_times_the_kernel_per_pyconv_and_compiled_inference_falls_back():
     with algorithm_policy('auto'), torch.no_grad():
         torch.testing.assert_close(conv(x), expected, rtol=1e-5, atol=1e-5)
         (choice, ) = [form for key, form in algorithms._CACHE.items() if key[1] == 'direct']
-        assert choice in ('direct', 'stock')
+        assert choice in ('direct', 'direct_all', 'stock')
         compiled = torch.compile(conv, backend='aot_eager', fullgraph=True)
         torch.testing.assert_close(compiled(x), expected, rtol=1e-5, atol=1e-5)
 
