@@ -187,8 +187,8 @@ def test_peak_memory_is_measured_alike_whatever_ran_before():
     whichever models were profiled before in the tool's own process."""
     from pyconv_mm.benchmark import CASES
     from pyconv_mm.benchmark.cases import subject_from_spec
-    from pyconv_mm.benchmark.measure import Setting, peak_memory_bytes
-    from pyconv_mm.benchmark.runner import peak_memory_in_fresh_process
+    from pyconv_mm.benchmark.measure import (Setting, peak_memory_bytes,
+                                             peak_memory_in_fresh_process)
     specs, _ = CASES['pyconv_layer']
     setting = Setting(mode='train', batch=2, memory_format='channels_last')
     first = [peak_memory_in_fresh_process(spec, setting) for spec in specs]

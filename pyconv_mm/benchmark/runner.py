@@ -1,43 +1,11 @@
 """One benchmark case: time all subjects (in every memory format asked), pick each one's best
 format, and express ours against each reference as ratios."""
-import json
-import subprocess
-import sys
 from dataclasses import replace
 from typing import Dict, List
 
-import torch
-
 from .breakdown import breakdown_markdown, breakdown_rows, module_times
 from .cases import subject_from_spec
-from .measure import Setting, time_interleaved
-
-_PEAK_MEMORY = """
-import json, sys, warnings
-warnings.filterwarnings('ignore')
-import torch
-from pyconv_mm.benchmark.cases import subject_from_spec
-from pyconv_mm.benchmark.measure import Setting, peak_memory_bytes
-job = json.loads(sys.stdin.read())
-torch.set_num_threads(job['threads'])
-print('PEAK_MEMORY_BYTES', peak_memory_bytes(subject_from_spec(job['spec']), Setting(**job['setting'])))
-"""
-
-
-def peak_memory_in_fresh_process(spec: dict, setting: Setting) -> int:
-    """:func:`~pyconv_mm.benchmark.measure.peak_memory_bytes` of the subject of ``spec``, run
-    in a fresh Python process. In a process that profiled other models before, the profiler
-    counts frees of blocks it saw in earlier sessions: ResNet-50's training peak measured
-    986.6 MiB alone every time, 963 to 984 MiB after other models.
-    """
-    job = json.dumps(dict(spec=spec, setting=setting.__dict__, threads=torch.get_num_threads()))
-    proc = subprocess.run([sys.executable, '-c', _PEAK_MEMORY], input=job, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    words = proc.stdout.split()
-    if proc.returncode != 0 or 'PEAK_MEMORY_BYTES' not in words:
-        raise RuntimeError(f'measuring the peak memory of {spec["name"]} failed '
-                           f'(exit {proc.returncode}):\n{proc.stderr[-3000:]}')
-    return int(words[words.index('PEAK_MEMORY_BYTES') + 1])
+from .measure import Setting, peak_memory_in_fresh_process, time_interleaved
 
 
 def run_case(name: str, specs: List[dict], setting: Setting, formats: List[str],

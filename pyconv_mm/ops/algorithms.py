@@ -170,7 +170,7 @@ def choose(key: Tuple, x: torch.Tensor, weight: torch.Tensor,
         return policy if policy in candidates else 'native'
     if _compiling():  # nothing can be timed while tracing: a choice of an eager call, or native
         chosen = _CACHE.get(key, 'native')
-        return 'native' if chosen == 'direct' else chosen
+        return 'native' if chosen.startswith('direct') else chosen  # the kernel: not traceable
     if key not in _CACHE:
         _CACHE[key] = min(candidates, key=lambda name: _time(candidates[name], weight, x))
     return _CACHE[key]

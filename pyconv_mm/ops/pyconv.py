@@ -109,11 +109,12 @@ class _PyConvNd(nn.Module):
         stock = [self._algorithm(level, x) for level in self.levels]
         usable = {i for i, level in enumerate(self.levels)
                   if self.ndim == 2 and direct.usable(x, level)}
-        kernel_levels = {i for i in usable if self.levels[i].groups > 1}
-        if not kernel_levels:
+        grouped = {i for i in usable if self.levels[i].groups > 1}
+        if not grouped:
             return stock
-        with_kernel = ['direct' if i in kernel_levels else form for i, form in enumerate(stock)]
-        all_kernel = ['direct' if i in usable else form for i, form in enumerate(stock)]
+
+        def in_kernel(levels: set) -> List[str]:
+            return ['direct' if i in levels else form for i, form in enumerate(stock)]
         key = (type(self).__name__, 'direct', tuple(x.shape), x.dtype, x.device.type,
                algorithms.channels_last_kind(x), torch.is_grad_enabled(),
                tuple((lvl.in_channels, lvl.out_channels, lvl.kernel_size, lvl.groups,
@@ -127,9 +128,9 @@ class _PyConvNd(nn.Module):
                 return probe[0]._run_forms(data, forms)
             return run
 
-        candidates = dict(stock=stock, direct=with_kernel)
-        if all_kernel != with_kernel:
-            candidates['direct_all'] = all_kernel
+        candidates = dict(stock=stock, direct=in_kernel(grouped))
+        if usable != grouped:
+            candidates['direct_all'] = in_kernel(usable)
         choice = algorithms.choose(key, x, self.levels[0].weight,
                                    {name: timed(forms) for name, forms in candidates.items()})
         return candidates.get(choice, stock)

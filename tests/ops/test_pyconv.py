@@ -287,6 +287,16 @@ def test_direct_kernel_matches_separate_convs(case, channels_last, bias):
                              else torch.contiguous_format)
 
 
+def trainable_in_kernel(case):
+    """A :func:`direct_cases` case the kernel also trains: strided levels need dilation 1 and
+    an even height and width."""
+    kwargs, shape = case
+    if kwargs['stride'] == 2:
+        kwargs = dict(kwargs, dilations=1)
+        shape = (*shape[:2], shape[2] + shape[2] % 2, shape[3] + shape[3] % 2)
+    return kwargs, shape
+
+
 @needs_direct_kernel
 @settings(max_examples=40, deadline=None, derandomize=True)
 @given(case=direct_cases(), channels_last=st.booleans())
@@ -294,10 +304,7 @@ def test_direct_kernel_gradients_match_separate_convs(case, channels_last):
     """Training with the kernel: the input, weight and bias gradients of its levels (its own
     backward passes; at stride 2 one per input phase) and of the other levels equal those of
     separate convolutions, 1e-5."""
-    kwargs, shape = case
-    if kwargs['stride'] == 2:  # the kernel trains strided levels of dilation 1, even sizes
-        kwargs['dilations'] = 1
-        shape = (*shape[:2], shape[2] + shape[2] % 2, shape[3] + shape[3] % 2)
+    kwargs, shape = trainable_in_kernel(case)
     conv = PyConv2d(**kwargs)
     with algorithm_policy('direct'):
         out = check_equivalence(conv, shape, channels_last=channels_last)
@@ -312,10 +319,7 @@ def test_direct_kernel_takes_every_level_with_the_ungrouped_ones(case, channels_
     """``auto`` also times the kernel on every level of a PyConv, the ungrouped (dense) ones
     included: outputs and gradients then equal separate convolutions too, 1e-5."""
     from pyconv_mm.ops import direct
-    kwargs, shape = case
-    if kwargs['stride'] == 2:  # the kernel trains strided levels of dilation 1, even sizes
-        kwargs['dilations'] = 1
-        shape = (*shape[:2], shape[2] + shape[2] % 2, shape[3] + shape[3] % 2)
+    kwargs, shape = trainable_in_kernel(case)
     conv = PyConv2d(**kwargs)
     calls = []
     conv._forms = lambda x: calls.append(1) or ['direct' if direct.usable(x, lvl) else 'native'
@@ -325,7 +329,7 @@ def test_direct_kernel_takes_every_level_with_the_ungrouped_ones(case, channels_
 
 
 @needs_direct_kernel
-def test_auto_may_run_a_dense_level_in_the_kernel():
+def test_auto_may_run_a_dense_level_in_the_kernel(monkeypatch):
     """Where the kernel takes the grouped levels, ``auto`` times three whole-PyConv forms:
     stock, the kernel on the grouped levels, and the kernel on every level."""
     from pyconv_mm.ops import algorithms
@@ -339,12 +343,9 @@ def test_auto_may_run_a_dense_level_in_the_kernel():
         timed.append(sorted(candidates))
         return original(key, x, weight, candidates)
 
-    algorithms.choose = recording
-    try:
-        with algorithm_policy('auto'), torch.no_grad():
-            out = conv(x)
-    finally:
-        algorithms.choose = original
+    monkeypatch.setattr(algorithms, 'choose', recording)
+    with algorithm_policy('auto'), torch.no_grad():
+        out = conv(x)
     assert ['direct', 'direct_all', 'stock'] in timed
     with algorithm_policy('native'), torch.no_grad():
         torch.testing.assert_close(out, conv(x), rtol=1e-5, atol=1e-5)
