@@ -189,12 +189,67 @@ void conv_tile_reuse(const Tile& t) {
       });
 }
 
+// Kernel rows that one pass of the weight gradient takes at once (see weight_grad_task): 2
+// where their accumulators, the output gradients and an input row fit the 32 registers.
+template <int CO, int K>
+constexpr int weight_grad_rows() {
+  return 2 * CO * K + 2 * CO + 1 <= 30 ? 2 : 1;
+}
+
+// One pass of the weight gradient over output rows [y0, y1): kernel rows ky0 + m * S for m < M
+// at once, all K kernel columns. Row m reads output-gradient row y - m against the input row
+// S * y + ky0 (the same for every m), so each input load feeds M * CO FMAs. The accumulators
+// of kernel row ky wait in partial[ky] between passes (zeros when `first`).
+template <int CO, int K, int S, int M>
+inline void weight_grad_pass(const float* grad, int64_t grad_plane, int64_t grad_width,
+                             const float* x_rows, int64_t in_width, const int64_t (&tap)[K],
+                             int64_t y0, int64_t y1, int ky0, bool first,
+                             float (&partial)[K][CO][K][16]) {
+  __m512 acc[M][CO][K];
+#pragma GCC unroll 4
+  for (int m = 0; m < M; ++m)
+#pragma GCC unroll 16
+    for (int co = 0; co < CO; ++co)
+#pragma GCC unroll 16
+      for (int kx = 0; kx < K; ++kx)
+        acc[m][co][kx] = first ? _mm512_setzero_ps() : _mm512_load_ps(partial[ky0 + m * S][co][kx]);
+  for (int64_t y = y0; y < y1; ++y) {
+    const float* g_row = grad + y * grad_width;
+    const float* x_row = x_rows + S * y * in_width;
+    for (int64_t x0 = 0; x0 < grad_width; x0 += 16) {
+      __m512 g[M][CO];
+#pragma GCC unroll 4
+      for (int m = 0; m < M; ++m)
+#pragma GCC unroll 16
+        for (int co = 0; co < CO; ++co)
+          g[m][co] = _mm512_load_ps(g_row + co * grad_plane - m * grad_width + x0);
+#pragma GCC unroll 16
+      for (int kx = 0; kx < K; ++kx) {
+        __m512 v = _mm512_loadu_ps(x_row + x0 + tap[kx]);
+        asm("" : "+v"(v));  // loaded once for its M * CO FMAs, not folded into each of them
+#pragma GCC unroll 4
+        for (int m = 0; m < M; ++m)
+#pragma GCC unroll 16
+          for (int co = 0; co < CO; ++co)
+            acc[m][co][kx] = _mm512_fmadd_ps(g[m][co], v, acc[m][co][kx]);
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int m = 0; m < M; ++m)
+#pragma GCC unroll 16
+    for (int co = 0; co < CO; ++co)
+#pragma GCC unroll 16
+      for (int kx = 0; kx < K; ++kx) _mm512_store_ps(partial[ky0 + m * S][co][kx], acc[m][co][kx]);
+}
+
 // Weight gradient of one image for (output channels [oc0, oc0 + CO), input channel ci), added
 // to `dw`: dW[oc][ci][ky][kx] += sum over output pixels of grad[oc][y][x] * x_pad[S*y + ky*d]
-// [S*x + kx*d], vectorised over 16 output columns; the planes stay in cache for the K passes
-// over ky. `grad` planes are (Ho, Wg) with zeros past Wo; `input` is zero padded and its
-// columns split into S phase planes of `in_plane` floats (rows of `in_width`), as the
-// forward's band buffers.
+// [S*x + kx*d], vectorised over 16 output columns. `grad` planes are (Ho, Wg) with zeros past
+// Wo and a zero row above and below (row -1 and Ho, of a plane `grad_plane` floats apart);
+// `input` is zero padded and its columns split into S phase planes of `in_plane` floats (rows
+// of `in_width`), as the forward's band buffers. Output rows go in blocks of 8, whose gradient
+// and input rows stay in L1 for all the passes over the kernel rows.
 template <int CO, int K, int S>
 void weight_grad_task(const float* __restrict grad, int64_t grad_plane, int64_t grad_width,
                       const float* __restrict input, int64_t in_width, int64_t in_plane,
@@ -205,30 +260,34 @@ void weight_grad_task(const float* __restrict grad, int64_t grad_plane, int64_t 
     const int64_t column = kx * dilation + offset;
     tap[kx] = (column % S) * in_plane + column / S;
   }
-  for (int ky = 0; ky < K; ++ky) {
-    __m512 acc[CO][K];
-    zero_tile<CO, K>(acc);
-    for (int64_t y = 0; y < out_height; ++y) {
-      const float* g_row = grad + y * grad_width;
-      const float* x_row = input + (S * y + ky * dilation + offset) * in_width;
-      for (int64_t x0 = 0; x0 < grad_width; x0 += 16) {
-        __m512 g[CO];
-#pragma GCC unroll 16
-        for (int co = 0; co < CO; ++co) g[co] = _mm512_loadu_ps(g_row + co * grad_plane + x0);
-#pragma GCC unroll 16
-        for (int kx = 0; kx < K; ++kx) {
-          const __m512 v = _mm512_loadu_ps(x_row + x0 + tap[kx]);
-#pragma GCC unroll 16
-          for (int co = 0; co < CO; ++co) acc[co][kx] = _mm512_fmadd_ps(g[co], v, acc[co][kx]);
-        }
+  // kernel rows ky and ky + S read the same input row at output rows y and y - 1 (dilation
+  // 1): a pair runs one more output row, the zero row Ho, to give ky + S its row Ho - 1
+  constexpr int M = weight_grad_rows<CO, K>();
+  const bool paired = M == 2 && dilation == 1;
+  const int64_t rows_end = out_height + (paired ? 1 : 0);
+  constexpr int64_t kRowBlock = 8;
+  alignas(64) float partial[K][CO][K][16];
+  for (int64_t y0 = 0; y0 < rows_end; y0 += kRowBlock) {
+    const int64_t y1 = std::min(y0 + kRowBlock, rows_end);
+    bool done[K] = {};
+    for (int ky = 0; ky < K; ++ky) {
+      if (done[ky]) continue;
+      const float* x_rows = input + (ky * dilation + offset) * in_width;
+      if (paired && ky + S < K) {
+        weight_grad_pass<CO, K, S, M>(grad, grad_plane, grad_width, x_rows, in_width, tap, y0,
+                                      y1, ky, y0 == 0, partial);
+        done[ky + S] = true;
+      } else {  // alone: up to row Ho - 1 (its input rows end there)
+        weight_grad_pass<CO, K, S, 1>(grad, grad_plane, grad_width, x_rows, in_width, tap, y0,
+                                      std::min(y1, out_height), ky, y0 == 0, partial);
       }
     }
-#pragma GCC unroll 16
-    for (int co = 0; co < CO; ++co)
-#pragma GCC unroll 16
-      for (int kx = 0; kx < K; ++kx)
-        dw[co * dw_stride + ky * K + kx] += _mm512_reduce_add_ps(acc[co][kx]);
   }
+  for (int ky = 0; ky < K; ++ky)
+    for (int co = 0; co < CO; ++co)
+      for (int kx = 0; kx < K; ++kx)
+        dw[co * dw_stride + ky * K + kx] +=
+            _mm512_reduce_add_ps(_mm512_load_ps(partial[ky][co][kx]));
 }
 
 // 16 x 16 transpose in registers: row i of the result holds element i of every input row.
@@ -593,11 +652,12 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
 }
 
 // Planar copy of channels [c0, c0 + C) of a 4D tensor into `out` (N, C * S, rows, width),
-// rows >= H + 2 * pad: zero padded by `pad` rows and columns (and zero rows below), columns
-// split into S phase planes as in the forward's band buffers: padded column p of channel c at
-// plane c * S + p % S, column p / S; width * S >= W + 2 * pad.
-void planar(const torch::Tensor& t, int64_t c0, int64_t C, int64_t pad, int64_t S,
-            torch::Tensor& out) {
+// rows >= H + 2 * pad_rows: zero padded by `pad_rows` rows above and `pad` columns left and
+// right (and zero rows below), columns split into S phase planes as in the forward's band
+// buffers: padded column p of channel c at plane c * S + p % S, column p / S; width * S >= W +
+// 2 * pad.
+void planar(const torch::Tensor& t, int64_t c0, int64_t C, int64_t pad_rows, int64_t pad,
+            int64_t S, torch::Tensor& out) {
   const int64_t N = t.size(0), H = t.size(2), W = t.size(3);
   const int64_t rows = out.size(2), width = out.size(3), plane = rows * width;
   if (t.stride(1) == 1 && C % 16 == 0) {  // channels_last: rows by 16 x 16 transposes
@@ -605,7 +665,7 @@ void planar(const torch::Tensor& t, int64_t c0, int64_t C, int64_t pad, int64_t 
     float* dst = out.data_ptr<float>();
     at::parallel_for(0, N * rows, 1, [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
-        const int64_t n = task / rows, r = task % rows, y = r - pad;
+        const int64_t n = task / rows, r = task % rows, y = r - pad_rows;
         float* row = dst + n * C * S * plane + r * width;
         const bool inside = y >= 0 && y < H;
         for (int64_t c = 0; c < C; ++c)
@@ -636,7 +696,7 @@ void planar(const torch::Tensor& t, int64_t c0, int64_t C, int64_t pad, int64_t 
     const int64_t first = ((phase - pad) % S + S) % S;  // first image column of this phase
     if (first >= W) continue;
     const int64_t count = (W - first + S - 1) / S;
-    phases.select(2, phase).narrow(2, pad, H).narrow(3, (first + pad) / S, count)
+    phases.select(2, phase).narrow(2, pad_rows, H).narrow(3, (first + pad) / S, count)
         .copy_(t.narrow(1, c0, C).slice(3, first, W, S));
   }
 }
@@ -688,13 +748,13 @@ std::vector<torch::Tensor> weight_grads(const torch::Tensor& x, const torch::Ten
     const WeightGradFn fn = stride == 1 ? pick_weight_grad<1>(K, channels)
                                         : pick_weight_grad<2>(K, channels);
     TORCH_CHECK(fn != nullptr, "pyconv weight gradient: kernel size ", K, " not supported");
-    grads.push_back(torch::empty({1, out_channels, Ho, grad_width}, x.options()));
+    grads.push_back(torch::empty({1, out_channels, Ho + 2, grad_width}, x.options()));
     result.push_back(torch::zeros({out_channels, in_per_group, K, K}, x.options()));
     const int64_t offset = pad - (K - 1) / 2 * dilations[i];
     for (int64_t oc = 0; oc < out_channels; oc += channels)
       for (int64_t ci = 0; ci < in_per_group; ++ci) {
         const int64_t group = oc / out_per_group;
-        jobs.push_back({fn, i, oc * Ho * grad_width,
+        jobs.push_back({fn, i, (oc * (Ho + 2) + 1) * grad_width,
                         (group * in_per_group + ci) * stride * in_plane,
                         result.back().data_ptr<float>() + (oc * in_per_group + ci) * K * K,
                         in_per_group * K * K, dilations[i], offset});
@@ -702,13 +762,13 @@ std::vector<torch::Tensor> weight_grads(const torch::Tensor& x, const torch::Ten
   }
   for (int64_t n = 0; n < N; ++n) {
     const auto image = x.narrow(0, n, 1);
-    planar(image, 0, C, pad, stride, xp);
-    for (size_t i = 0; i < shapes.size(); ++i)
-      planar(grad.narrow(0, n, 1), c_offsets[i], shapes[i][0], 0, 1, grads[i]);
+    planar(image, 0, C, pad, pad, stride, xp);
+    for (size_t i = 0; i < shapes.size(); ++i)  // a zero row above and below
+      planar(grad.narrow(0, n, 1), c_offsets[i], shapes[i][0], 1, 0, 1, grads[i]);
     at::parallel_for(0, static_cast<int64_t>(jobs.size()), 1, [&](int64_t begin, int64_t end) {
       for (int64_t j = begin; j < end; ++j) {
         const Job& job = jobs[j];
-        job.fn(grads[job.level].data_ptr<float>() + job.grad_offset, Ho * grad_width,
+        job.fn(grads[job.level].data_ptr<float>() + job.grad_offset, (Ho + 2) * grad_width,
                grad_width, xp.data_ptr<float>() + job.input_offset, in_width, in_plane, Ho,
                job.dilation, job.offset, job.dw, job.dw_stride);
       }
