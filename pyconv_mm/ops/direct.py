@@ -8,7 +8,8 @@ concatenation). It is built with the package (``tools/setup.sh``) and runs on CP
 AVX-512, in fp32; with autograd (its own input and weight gradients, see
 :class:`LevelsFunction`) for stride-1 levels and for stride-2 levels of dilation 1 on inputs of
 even height and width; elsewhere :func:`usable` is False and the stock forms run. The same
-extension has the one-pass backward of the index-free max pools (:func:`max_pool2d_grad`).
+extension has the max pool that keeps a byte per output for its backward pass
+(:func:`max_pool2d_with_positions`, used by :mod:`pyconv_mm.ops.pool`).
 ``PYCONV_DIRECT_KERNEL=0`` in the environment or :func:`set_enabled` turns both off.
 
 Example:
@@ -71,18 +72,30 @@ def usable(x: torch.Tensor, level: nn.Conv2d) -> bool:
             and _ext.weight_grad_supported(kh))
 
 
-def max_pool2d_grad(x: torch.Tensor, grad: torch.Tensor, kernel_size: Sequence[int],
-                    stride: Sequence[int], padding: Sequence[int]) -> Optional[torch.Tensor]:
-    """Input gradient of ``max_pool2d(x, kernel_size, stride, padding)`` (dilation 1, floor
-    mode) for the output gradient ``grad``, found from ``x`` alone in one pass by our kernel
-    (``csrc/max_pool_grad.cpp``), equal to the stock backward; None where the kernel does not
-    apply (off, not a CPU float32 channels_last input of whole 16-channel blocks)."""
-    if not (enabled() and x.dim() == 4 and x.device.type == 'cpu' and x.dtype == torch.float32
-            and grad.dtype == torch.float32 and x.shape[1] % 16 == 0
-            and x.is_contiguous(memory_format=torch.channels_last)):
-        return None
-    return _ext.max_pool2d_grad(x, grad.contiguous(memory_format=torch.channels_last),
-                                list(kernel_size), list(stride), list(padding))
+def pool_usable(x: torch.Tensor) -> bool:
+    """Whether our max pool (:func:`max_pool2d_with_positions`) takes ``x``: on, a CPU float32
+    channels_last input of whole 16-channel blocks."""
+    return (enabled() and x.dim() == 4 and x.device.type == 'cpu' and x.dtype == torch.float32
+            and x.shape[1] % 16 == 0 and x.is_contiguous(memory_format=torch.channels_last))
+
+
+def max_pool2d_with_positions(x: torch.Tensor, kernel_size: Sequence[int], stride: Sequence[int],
+                              padding: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``max_pool2d(x, kernel_size, stride, padding)`` (dilation 1, floor mode; x as
+    :func:`pool_usable` takes) and where each maximum lies in its window: (N, C, H', W')
+    channels_last, and uint8 positions ``ky * kw + kx`` (N, H', W', C), one byte per output
+    element where a stock pool keeps an int64 index."""
+    return tuple(_ext.max_pool2d_with_positions(x, list(kernel_size), list(stride),
+                                                list(padding)))
+
+
+def max_pool2d_grad(positions: torch.Tensor, grad: torch.Tensor, input_size: Sequence[int],
+                    kernel_size: Sequence[int], stride: Sequence[int],
+                    padding: Sequence[int]) -> torch.Tensor:
+    """Input gradient (N, C, *input_size) of :func:`max_pool2d_with_positions` for the output
+    gradient ``grad``, from the positions; equal to the stock backward bit for bit."""
+    return _ext.max_pool2d_grad(positions, grad.contiguous(memory_format=torch.channels_last),
+                                *input_size, list(kernel_size), list(stride), list(padding))
 
 
 #: The four phases (row, column) of a stride-2 level's input: ``x[..., a::2, b::2]``.

@@ -1,14 +1,15 @@
-"""Max pooling that keeps no indices for its backward pass.
+"""Max pooling that keeps no int64 indices for its backward pass.
 
 A stock max pool saves one int64 index per output element for its backward pass: twice the
 bytes of its float32 output. In PyConvResNet's shortcuts (``MaxPool -> 1x1 conv -> BN``) the
-pool's input is the block's input, which the block's first convolution saves anyway, so these
-pools save only that input and find the maxima again in the backward pass: one more pooling per
-shortcut, and no index tensor alive between forward and backward (PyConvResNet-50, batch 8 at
-224x224: 34 MiB). On CPU, channels_last float32 inputs of whole 16-channel blocks, our kernel
-does the backward pass in one pass over the input (:func:`pyconv_mm.ops.direct.max_pool2d_grad`);
-elsewhere the stock pool runs again with indices and its backward scatters the gradient. The
-forward result and the gradients are those of ``nn.MaxPool2d`` / ``nn.MaxPool3d``.
+pool's input is the block's input, which the block's first convolution saves anyway. These
+pools keep, on CPU with our kernel (float32 channels_last inputs of whole 16-channel blocks),
+the position of each maximum in its window as one byte per output element
+(:func:`pyconv_mm.ops.direct.max_pool2d_with_positions`; PyConvResNet-50, batch 8 at 224x224:
+4 MiB instead of 34), from which the backward pass gathers each input element's gradient in
+one pass; elsewhere they keep only the input and find the maxima again in the backward pass
+(the stock pool with indices, then its backward). The forward result and the gradients are
+those of ``nn.MaxPool2d`` / ``nn.MaxPool3d``, bit for bit.
 """
 from typing import Tuple
 
@@ -26,27 +27,34 @@ _POOL_BACKWARD = {2: torch.ops.aten.max_pool2d_with_indices_backward,
                   3: torch.ops.aten.max_pool3d_with_indices_backward}
 
 
-class _MaxPoolRecomputed(torch.autograd.Function):
-    """Max pool (dilation 1, floor mode) saving its input instead of the argmax indices."""
+class _CompactMaxPool(torch.autograd.Function):
+    """Max pool (dilation 1, floor mode) saving the maxima's positions as bytes (our kernel) or
+    its input (elsewhere) instead of int64 indices."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, kernel_size: Tuple[int, ...], stride: Tuple[int, ...],
                 padding: Tuple[int, ...]) -> torch.Tensor:
-        ctx.save_for_backward(x)
         ctx.window = (kernel_size, stride, padding)
+        ctx.input_size = tuple(x.shape[2:])
+        ctx.positions = len(kernel_size) == 2 and direct.pool_usable(x)
+        if ctx.positions:
+            out, positions = direct.max_pool2d_with_positions(x, kernel_size, stride, padding)
+            ctx.save_for_backward(positions)
+            return out
+        ctx.save_for_backward(x)
         return _POOL[len(kernel_size)](x, kernel_size, stride, padding)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        (x, ) = ctx.saved_tensors
+        (saved, ) = ctx.saved_tensors
         kernel_size, stride, padding = ctx.window
+        if ctx.positions:
+            return (direct.max_pool2d_grad(saved, grad, ctx.input_size, kernel_size, stride,
+                                           padding), None, None, None)
         ndim = len(kernel_size)
-        grad_x = direct.max_pool2d_grad(x, grad, kernel_size, stride, padding)
-        if grad_x is not None:  # our CPU kernel (2D, channels_last)
-            return grad_x, None, None, None
-        _, indices = _POOL[ndim](x, kernel_size, stride, padding, return_indices=True)
-        grad_x = _POOL_BACKWARD[ndim](grad, x, kernel_size, stride, padding, (1, ) * ndim,
+        _, indices = _POOL[ndim](saved, kernel_size, stride, padding, return_indices=True)
+        grad_x = _POOL_BACKWARD[ndim](grad, saved, kernel_size, stride, padding, (1, ) * ndim,
                                       False, indices)
         return grad_x, None, None, None
 
@@ -62,13 +70,13 @@ class _IndexFreeMaxPoolMixin:
                  or self.return_indices or ntuple(self.dilation, self.ndim) != (1, ) * self.ndim)
         if stock:
             return super().forward(x)
-        return _MaxPoolRecomputed.apply(x, ntuple(self.kernel_size, self.ndim),
-                                        ntuple(self.stride, self.ndim),
-                                        ntuple(self.padding, self.ndim))
+        return _CompactMaxPool.apply(x, ntuple(self.kernel_size, self.ndim),
+                                     ntuple(self.stride, self.ndim),
+                                     ntuple(self.padding, self.ndim))
 
 
 class IndexFreeMaxPool2d(_IndexFreeMaxPoolMixin, nn.MaxPool2d):
-    """``nn.MaxPool2d`` whose backward pass recomputes the argmax from the saved input.
+    """``nn.MaxPool2d`` that keeps no int64 indices for its backward pass (see the module).
 
     Shapes: (N, C, H, W) -> (N, C, H', W') as ``nn.MaxPool2d``.
     """
@@ -76,7 +84,7 @@ class IndexFreeMaxPool2d(_IndexFreeMaxPoolMixin, nn.MaxPool2d):
 
 
 class IndexFreeMaxPool3d(_IndexFreeMaxPoolMixin, nn.MaxPool3d):
-    """``nn.MaxPool3d`` whose backward pass recomputes the argmax from the saved input.
+    """``nn.MaxPool3d`` that keeps its input, not int64 indices, for its backward pass.
 
     Shapes: (N, C, T, H, W) -> (N, C, T', H', W') as ``nn.MaxPool3d``.
     """

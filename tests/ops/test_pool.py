@@ -1,4 +1,5 @@
-"""The index-free max pools equal the stock ones (outputs and gradients) and keep no indices."""
+"""The index-free max pools equal the stock ones (outputs and gradients) and keep no int64
+indices."""
 import pytest
 import torch
 from torch import nn
@@ -83,13 +84,15 @@ def test_pyconvresnet_keeps_no_pool_indices_for_backward():
     dict(kernel_size=1, stride=3, padding=0),  # rows and columns no window reaches
 ])
 @pytest.mark.parametrize('values', ['random', 'ties', 'nan'])
-def test_kernel_backward_equals_the_stock_pool_bit_for_bit(window, values, monkeypatch):
-    """On CPU channels_last inputs of whole 16-channel blocks our one-pass kernel computes the
-    backward pass: the same gradient as the stock pool's, to the bit, with tied maxima (the
-    first in the window wins, gradients of windows sharing one are summed) and NaNs."""
+@pytest.mark.parametrize('channels', [32, 64])  # 64: four 16-channel blocks at a time
+def test_kernel_pool_equals_the_stock_pool_bit_for_bit(window, values, channels, monkeypatch):
+    """On CPU channels_last inputs of whole 16-channel blocks our kernel pools and keeps one
+    byte per output element, the maximum's position in its window; its backward pass gives the
+    stock pool's gradient to the bit, with tied maxima (the first in the window wins,
+    gradients of windows sharing one are summed) and NaNs."""
     from pyconv_mm.ops import direct
     torch.manual_seed(0)
-    x = torch.randn(2, 32, 13, 10)
+    x = torch.randn(2, channels, 13, 10)
     if values == 'ties':
         x = torch.randint(0, 3, x.shape).float()
     elif values == 'nan':
@@ -104,25 +107,31 @@ def test_kernel_backward_equals_the_stock_pool_bit_for_bit(window, values, monke
 
     monkeypatch.setattr(direct, 'max_pool2d_grad', counted)
     x_ours, x_stock = x.clone().requires_grad_(), x.clone().requires_grad_()
-    y_ours, y_stock = IndexFreeMaxPool2d(**window)(x_ours), nn.MaxPool2d(**window)(x_stock)
+    y_ours, saved = _saved_dtypes(IndexFreeMaxPool2d(**window), x_ours)
+    y_stock = nn.MaxPool2d(**window)(x_stock)
     grad = torch.randn_like(y_stock).contiguous()  # an NCHW gradient is taken too
     y_ours.backward(grad)
     y_stock.backward(grad)
-    assert len(calls) == 1 and calls[0] is not None, 'the kernel ran'
+    assert saved == [torch.uint8], 'one byte per output element, no input, no int64 indices'
+    assert len(calls) == 1, 'the kernel ran'
     assert torch.equal(y_ours.nan_to_num(), y_stock.nan_to_num())
+    assert y_ours.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(x_ours.grad, x_stock.grad)
     assert x_ours.grad.is_contiguous(memory_format=torch.channels_last)
 
 
 @needs_direct_kernel
-def test_kernel_backward_leaves_other_inputs_to_the_stock_pool():
+def test_kernel_pool_leaves_other_inputs_to_the_stock_pool_and_checks_its_own():
     from pyconv_mm.ops import direct
+    assert not direct.pool_usable(torch.randn(2, 32, 8, 8))  # NCHW
+    assert not direct.pool_usable(  # 24 channels: not whole 16-channel blocks
+        torch.randn(2, 24, 8, 8).contiguous(memory_format=torch.channels_last))
     window = ([3, 3], [2, 2], [1, 1])
-    grad = torch.randn(2, 24, 4, 4)
-    assert direct.max_pool2d_grad(torch.randn(2, 24, 8, 8), grad, *window) is None  # NCHW
-    x = torch.randn(2, 24, 8, 8).contiguous(memory_format=torch.channels_last)
-    assert direct.max_pool2d_grad(x, grad, *window) is None  # 24 channels: not whole blocks
-    with pytest.raises(RuntimeError, match='does not match the input'):
-        direct._ext.max_pool2d_grad(
-            torch.randn(1, 16, 8, 8).contiguous(memory_format=torch.channels_last),
-            torch.randn(1, 16, 3, 3).contiguous(memory_format=torch.channels_last), *window)
+    x = torch.randn(1, 16, 8, 8).contiguous(memory_format=torch.channels_last)
+    _, positions = direct.max_pool2d_with_positions(x, *window)
+    with pytest.raises(RuntimeError, match=r'does not match the input size \(9, 8\)'):
+        direct.max_pool2d_grad(positions, torch.randn(1, 16, 4, 4), (9, 8), *window)
+    with pytest.raises(RuntimeError, match='do not match the gradient'):
+        direct.max_pool2d_grad(positions, torch.randn(1, 16, 3, 3), (8, 8), *window)
+    with pytest.raises(RuntimeError, match='bad window'):
+        direct.max_pool2d_with_positions(x, [3, 3], [2, 2], [2, 1])

@@ -777,20 +777,26 @@ std::vector<torch::Tensor> weight_grads(const torch::Tensor& x, const torch::Ten
   return result;
 }
 
-// max_pool_grad.cpp
-torch::Tensor max_pool2d_grad(const torch::Tensor& x, const torch::Tensor& grad,
-                              const std::vector<int64_t>& kernel,
+// max_pool.cpp
+std::vector<torch::Tensor> max_pool2d_with_positions(const torch::Tensor& x,
+                                                     const std::vector<int64_t>& kernel,
+                                                     const std::vector<int64_t>& stride,
+                                                     const std::vector<int64_t>& padding);
+torch::Tensor max_pool2d_grad(const torch::Tensor& positions, const torch::Tensor& grad,
+                              int64_t H, int64_t W, const std::vector<int64_t>& kernel,
                               const std::vector<int64_t>& stride,
                               const std::vector<int64_t>& padding);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "Direct AVX-512 CPU kernel for grouped PyConv levels, with their gradients";
+  m.doc() = "Direct AVX-512 CPU kernel for grouped PyConv levels, with their gradients; a compact max pool";
   m.def("supported", &supported, "whether this CPU can run the kernel");
   m.def("conv_levels", &conv_levels,
         "grouped levels of a PyConv written into their channel ranges of one output");
   m.def("weight_grads", &weight_grads, "weight gradients of grouped levels of stride 1 or 2");
+  m.def("max_pool2d_with_positions", &max_pool2d_with_positions,
+        "channels_last max pool and the position of each maximum in its window (uint8)");
   m.def("max_pool2d_grad", &max_pool2d_grad,
-        "input gradient of a channels_last max pool from its input (no indices)");
+        "input gradient of a channels_last max pool from its maxima's positions");
   m.def("weight_grad_supported", &weight_grad_supported,
         "whether weight_grads takes this kernel size");
 }
