@@ -20,7 +20,6 @@ import os
 from typing import List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .algorithms import _compiling, channels_last_kind
@@ -103,12 +102,13 @@ PHASES = ((0, 0), (0, 1), (1, 0), (1, 1))
 
 
 def stride2_kernel_size(kernel: int) -> int:
-    """Size K' of the stride-1 convolutions that a stride-2 level's input gradient splits into.
+    """Size K' of the centred stride-1 kernels that hold a stride-2 level's input gradient.
 
     The input gradient of a stride-2 convolution (kernel K, padding P = (K - 1) / 2) at the
     input phase ``x[..., a::2, b::2]`` is a stride-1 convolution of the output gradient with
     the taps ``k`` of that phase's parity, ``k - P = a (mod 2)``, transposed and flipped.
-    Centred, they fit a K' x K' kernel (the rest zeros): 3 for K = 3 and 5, 5 for K = 7 and 9.
+    Centred, they fit a K' x K' kernel: 3 for K = 3 and 5, 5 for K = 7 and 9; the kernel runs
+    only the rows and columns of it that hold taps (:func:`_phase_kernel`).
     """
     return 2 * ((kernel + 1) // 4) + 1
 
@@ -122,13 +122,17 @@ def _phase_taps(kernel: int, phase: int) -> List[int]:
     return [k if 0 <= k < kernel else kernel for k in taps]
 
 
-def _phase_kernel(weight: torch.Tensor, a: int, b: int) -> torch.Tensor:
-    """(C, C', K, K) -> (C, C', K', K'): the taps of input phase (a, b), zeros elsewhere."""
+def _phase_kernel(weight: torch.Tensor, a: int, b: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    """(C, C', K, K) -> the taps of input phase (a, b): (C, C', KH, KW), the rows and columns
+    of the centred K' x K' kernel that hold taps (KH, KW <= K'), and its (top, left) padding,
+    the zeros the stride-1 convolution then needs above and left of the output gradient."""
     kernel = weight.shape[-1]
-    padded = F.pad(weight, (0, 1, 0, 1))  # tap K reads this zero row and column
-    rows = torch.tensor(_phase_taps(kernel, a), device=weight.device)
-    cols = torch.tensor(_phase_taps(kernel, b), device=weight.device)
-    return padded.index_select(2, rows).index_select(3, cols)
+    half = (stride2_kernel_size(kernel) - 1) // 2
+    held = [[(t, k) for t, k in enumerate(_phase_taps(kernel, phase)) if k < kernel]
+            for phase in (a, b)]  # (position in the K' kernel, tap): contiguous positions
+    rows, cols = (torch.tensor([k for _, k in taps], device=weight.device) for taps in held)
+    return (weight.index_select(2, rows).index_select(3, cols),
+            (half - held[0][0][0], half - held[1][0][0]))
 
 
 def _transposed(weight: torch.Tensor, groups: int) -> torch.Tensor:
@@ -174,16 +178,21 @@ def conv_levels(x: torch.Tensor, levels: Sequence[nn.Conv2d], c_offsets: Sequenc
 def _run(x: torch.Tensor, weights: Sequence[torch.Tensor],
          biases: Sequence[Optional[torch.Tensor]], dilations: Sequence[int],
          c_offsets: Sequence[int], stride: int, out: torch.Tensor,
-         accumulate: bool = False, in_ranges: Optional[Sequence[Tuple[int, int]]] = None) -> None:
+         accumulate: bool = False, in_ranges: Optional[Sequence[Tuple[int, int]]] = None,
+         paddings: Optional[Sequence[Tuple[int, int]]] = None) -> None:
     """The kernel call: level i reads channels ``in_ranges[i] = (start, count)`` of ``x`` (all
     of them by default) and writes (``accumulate``: adds) its output into ``out``'s channels
-    from ``c_offsets[i]`` on; levels with the same output channels are summed."""
+    from ``c_offsets[i]`` on; levels with the same output channels are summed. Levels pad by
+    ``(K - 1) / 2 * dilation``, or, given ``paddings[i] = (top, left)``, run any KH x KW
+    kernel at stride 1 with that padding and an output of the input's size."""
     empty = torch.empty(0)
     in_ranges = in_ranges or [(0, x.shape[1])] * len(weights)
+    paddings = paddings or [()] * len(weights)
     _ext.conv_levels(x.detach(), [w.detach() for w in weights],
                      [empty if b is None else b.detach() for b in biases], list(dilations),
                      list(c_offsets), [start for start, _ in in_ranges],
-                     [count for _, count in in_ranges], stride, out, accumulate)
+                     [count for _, count in in_ranges], [list(p) for p in paddings], stride,
+                     out, accumulate)
 
 
 class LevelsFunction(torch.autograd.Function):
@@ -234,8 +243,9 @@ class LevelsFunction(torch.autograd.Function):
                      in_ranges=in_ranges)
             else:
                 for a, b in PHASES:
-                    _run(grad, [_phase_kernel(w, a, b) for w in transposed], [None] * n,
-                         [1] * n, [0] * n, 1, grad_x[:, :, a::2, b::2], in_ranges=in_ranges)
+                    kernels, paddings = zip(*[_phase_kernel(w, a, b) for w in transposed])
+                    _run(grad, kernels, [None] * n, [1] * n, [0] * n, 1,
+                         grad_x[:, :, a::2, b::2], in_ranges=in_ranges, paddings=paddings)
         grad_weights = _ext.weight_grads(x.detach(), grad, [list(w.shape) for w in weights],
                                          [lvl.dilation[0] for lvl in levels],
                                          list(ctx.c_offsets), ctx.stride)

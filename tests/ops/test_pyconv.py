@@ -427,6 +427,35 @@ def test_direct_kernel_reports_bad_input():
         direct._run(x, [weight], [None], [1], [0], 1, out, in_ranges=[(2, 4)])
     with pytest.raises(RuntimeError, match='overlap an earlier level'):
         direct._run(x, [weight, weight], [None] * 2, [1, 1], [0, 2], 1, out)
+    with pytest.raises(RuntimeError, match=r'padding \(top, left\) = \(3, 0\) needs stride 1'):
+        direct._run(x, [weight], [None], [1], [0], 1, out, paddings=[(3, 0)])
+
+
+@needs_direct_kernel
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(kernel=st.tuples(st.integers(1, 5), st.integers(1, 5)), data=st.data(),
+       groups=st.sampled_from([1, 2, 4]), out_per_group=st.sampled_from([1, 2, 4, 8]),
+       size=st.tuples(st.integers(3, 21), st.integers(3, 21)), channels_last=st.booleans())
+def test_direct_kernel_runs_rectangular_kernels_with_any_padding(kernel, data, groups,
+                                                                 out_per_group, size,
+                                                                 channels_last):
+    """The kernel's form for the phases of a strided level's input gradient: any KH x KW
+    kernel at stride 1 with (top, left) zeros and an output of the input's size equals the
+    stock convolution of the input padded so, 1e-5."""
+    from pyconv_mm.ops import direct
+    kh, kw = kernel
+    top, left = data.draw(st.integers(0, kh - 1)), data.draw(st.integers(0, kw - 1))
+    torch.manual_seed(0)
+    x = torch.randn(2, 4 * groups, *size)
+    weight = torch.randn(out_per_group * groups, 4, kh, kw)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    out = direct.empty_output(x, weight.shape[0], size)
+    direct._run(x, [weight], [None], [1], [0], 1, out, paddings=[(top, left)])
+    expected = F.conv2d(F.pad(x, (left, kw - 1 - left, top, kh - 1 - top)), weight,
+                        groups=groups)
+    torch.testing.assert_close(out, expected, rtol=1e-5,
+                               atol=1e-5 * expected.abs().max().item())
 
 
 @needs_direct_kernel

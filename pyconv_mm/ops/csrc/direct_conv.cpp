@@ -36,10 +36,10 @@ struct Tile {
   int64_t width;          // floats per buffer row
   int64_t in_channels;    // input channels of the group
   int64_t in_y;           // buffer row of the tile's first output row (before the taps)
-  const float* weight;    // (C_in / G, K, K) weight of the tile's first output channel
+  const float* weight;    // (C_in / G, KH, KW) weight of the tile's first output channel
   int64_t weight_stride;  // floats between output channels
-  int64_t kernel, dilation;
-  int64_t offset;     // buffer padding minus the level's padding (rows and columns)
+  int64_t kernel_h, kernel_w, dilation;
+  int64_t offset_y, offset_x;  // buffer padding minus the level's padding above and left
   const float* bias;  // bias of the tile's first output channel, or null
   float* out;         // output element (n, first channel, first row, column 0)
   int64_t out_stride_c, out_stride_h, out_stride_w, out_width;
@@ -86,19 +86,19 @@ inline void zero_tile(__m512 (&acc)[R][CO]) {
 // R output rows x CO output channels, any kernel size and dilation; all columns, 16 at a time.
 template <int R, int CO, int S>
 void conv_tile(const Tile& t) {
-  const int64_t taps = t.kernel * t.kernel;
+  const int64_t taps = t.kernel_h * t.kernel_w;
   for (int64_t ox0 = 0; ox0 < t.out_width; ox0 += 16) {
     __m512 acc[R][CO];
     zero_tile<R, CO>(acc);
     for (int64_t ci = 0; ci < t.in_channels; ++ci) {
       const float* channel = t.input + ci * S * t.plane;
       const float* w_ci = t.weight + ci * taps;
-      for (int64_t kx = 0; kx < t.kernel; ++kx) {
-        const int64_t column = kx * t.dilation + t.offset;  // buffer column of output column 0
+      for (int64_t kx = 0; kx < t.kernel_w; ++kx) {
+        const int64_t column = kx * t.dilation + t.offset_x;  // buffer column of output column 0
         const float* base = channel + (column % S) * t.plane + ox0 + column / S;
-        for (int64_t ky = 0; ky < t.kernel; ++ky) {
-          const float* row = base + (t.in_y + ky * t.dilation + t.offset) * t.width;
-          const float* w_tap = w_ci + ky * t.kernel + kx;
+        for (int64_t ky = 0; ky < t.kernel_h; ++ky) {
+          const float* row = base + (t.in_y + ky * t.dilation + t.offset_y) * t.width;
+          const float* w_tap = w_ci + ky * t.kernel_w + kx;
           __m512 w[CO];
 #pragma GCC unroll 16
           for (int co = 0; co < CO; ++co) w[co] = _mm512_set1_ps(w_tap[co * t.weight_stride]);
@@ -115,22 +115,23 @@ void conv_tile(const Tile& t) {
   }
 }
 
-// The frame of the tiles with a compile-time kernel size K (dilation 1): for each block of 16
-// columns, zeroed accumulators; for every input channel of the group and kernel column kx,
-// `column(acc, rows, w_ci, kx)` with `rows` the buffer address of the first input row the tile
-// reads at that kx and `w_ci` the channel's K x K weights (of the tile's first output channel);
-// then the tile is stored.
-template <int R, int CO, int S, int K, typename Column>
+// The frame of the tiles with a compile-time kernel size KH x KW (dilation 1): for each block
+// of 16 columns, zeroed accumulators; for every input channel of the group and kernel column
+// kx, `column(acc, rows, w_ci, kx)` with `rows` the buffer address of the first input row the
+// tile reads at that kx and `w_ci` the channel's KH x KW weights (of the tile's first output
+// channel); then the tile is stored.
+template <int R, int CO, int S, int KH, int KW, typename Column>
 inline void tile_frame_k(const Tile& t, Column column) {
   for (int64_t ox0 = 0; ox0 < t.out_width; ox0 += 16) {
     __m512 acc[R][CO];
     zero_tile<R, CO>(acc);
     for (int64_t ci = 0; ci < t.in_channels; ++ci) {
       const float* channel = t.input + ci * S * t.plane;
-      const float* w_ci = t.weight + ci * K * K;
-      for (int kx = 0; kx < K; ++kx) {
-        const int64_t col = kx + t.offset;
-        column(acc, channel + (col % S) * t.plane + ox0 + col / S + (t.in_y + t.offset) * t.width,
+      const float* w_ci = t.weight + ci * KH * KW;
+      for (int kx = 0; kx < KW; ++kx) {
+        const int64_t col = kx + t.offset_x;
+        column(acc,
+               channel + (col % S) * t.plane + ox0 + col / S + (t.in_y + t.offset_y) * t.width,
                w_ci, kx);
       }
     }
@@ -138,17 +139,17 @@ inline void tile_frame_k(const Tile& t, Column column) {
   }
 }
 
-// conv_tile for a compile-time kernel size K (dilation 1): the taps unrolled.
-template <int R, int CO, int S, int K>
+// conv_tile for a compile-time kernel size KH x KW (dilation 1): the taps unrolled.
+template <int R, int CO, int S, int KH, int KW>
 void conv_tile_k(const Tile& t) {
-  tile_frame_k<R, CO, S, K>(
+  tile_frame_k<R, CO, S, KH, KW>(
       t, [&t](__m512(&acc)[R][CO], const float* rows, const float* w_ci, int kx) {
 #pragma GCC unroll 9
-        for (int ky = 0; ky < K; ++ky) {
+        for (int ky = 0; ky < KH; ++ky) {
           __m512 w[CO];
 #pragma GCC unroll 16
           for (int co = 0; co < CO; ++co)
-            w[co] = _mm512_set1_ps(w_ci[co * t.weight_stride + ky * K + kx]);
+            w[co] = _mm512_set1_ps(w_ci[co * t.weight_stride + ky * KW + kx]);
 #pragma GCC unroll 16
           for (int r = 0; r < R; ++r) {
             const __m512 x = _mm512_loadu_ps(rows + (ky + r * S) * t.width);
@@ -165,7 +166,7 @@ void conv_tile_k(const Tile& t) {
 template <int R, int CO, int S, int K>
 void conv_tile_reuse(const Tile& t) {
   constexpr int kRows = (R - 1) * S + K;  // input rows a tile reads
-  tile_frame_k<R, CO, S, K>(
+  tile_frame_k<R, CO, S, K, K>(
       t, [&t](__m512(&acc)[R][CO], const float* rows, const float* w_ci, int kx) {
         __m512 w[K][CO];
 #pragma GCC unroll 16
@@ -409,26 +410,52 @@ WeightGradFn pick_weight_grad(int64_t kernel, int channels) {
 
 using TileFn = void (*)(const Tile&);
 
+// The unrolled 4 x 4 tile for a kernel of KH x kw taps, kw in 1..5, or null.
+template <int S, int KH>
+TileFn rect_tile(int64_t kw) {
+  switch (kw) {
+    case 1: return &conv_tile_k<4, 4, S, KH, 1>;
+    case 2: return &conv_tile_k<4, 4, S, KH, 2>;
+    case 3: return &conv_tile_k<4, 4, S, KH, 3>;
+    case 4: return &conv_tile_k<4, 4, S, KH, 4>;
+    case 5: return &conv_tile_k<4, 4, S, KH, 5>;
+    default: return nullptr;
+  }
+}
+
 // The tile function of a level: where K is a PyConv kernel size (dilation 1), the row-reuse
-// tile for 1 or 2 output channels per tile and the unrolled 4 x 4 tile for 4; else the general
-// one. Sets the tile's rows and channels.
+// tile for 1 or 2 output channels per tile and the unrolled 4 x 4 tile for 4; for 4 channels
+// and a rectangle of up to 5 x 5 taps at stride 1 (the phases of a strided level's input
+// gradient), an unrolled 4 x 4 tile too; else the general one. Sets the tile's rows and
+// channels.
 template <int S>
-TileFn pick_tile(int64_t kernel, int64_t dilation, int64_t out_per_group, int* rows,
+TileFn pick_tile(int64_t kh, int64_t kw, int64_t dilation, int64_t out_per_group, int* rows,
                  int* channels) {
   *channels = channels_per_tile(out_per_group, 4);
   *rows = *channels == 1 ? 8 : 4;
-  if (dilation == 1 && *channels <= 2) {
+  if (dilation == 1 && kh == kw && *channels <= 2) {
 #define PYCONV_REUSE(K) \
-  if (kernel == K)      \
+  if (kh == K)          \
     return *channels == 1 ? &conv_tile_reuse<8, 1, S, K> : &conv_tile_reuse<4, 2, S, K>;
     PYCONV_REUSE(3) PYCONV_REUSE(5) PYCONV_REUSE(7) PYCONV_REUSE(9)
 #undef PYCONV_REUSE
   }
-  if (dilation == 1 && *channels == 4) {
+  if (dilation == 1 && kh == kw && *channels == 4) {
 #define PYCONV_UNROLLED(K) \
-  if (kernel == K) return &conv_tile_k<4, 4, S, K>;
+  if (kh == K) return &conv_tile_k<4, 4, S, K, K>;
     PYCONV_UNROLLED(3) PYCONV_UNROLLED(5) PYCONV_UNROLLED(7) PYCONV_UNROLLED(9)
 #undef PYCONV_UNROLLED
+  }
+  if (S == 1 && dilation == 1 && *channels == 4) {
+    TileFn rect = nullptr;
+    switch (kh) {
+      case 1: rect = rect_tile<S, 1>(kw); break;
+      case 2: rect = rect_tile<S, 2>(kw); break;
+      case 3: rect = rect_tile<S, 3>(kw); break;
+      case 4: rect = rect_tile<S, 4>(kw); break;
+      case 5: rect = rect_tile<S, 5>(kw); break;
+    }
+    if (rect != nullptr) return rect;
   }
   return *channels == 4 ? &conv_tile<4, 4, S>
                         : (*channels == 2 ? &conv_tile<4, 2, S> : &conv_tile<8, 1, S>);
@@ -438,7 +465,8 @@ TileFn pick_tile(int64_t kernel, int64_t dilation, int64_t out_per_group, int* r
 struct Level {
   const float* weight;
   const float* bias;
-  int64_t out_channels, in_per_group, out_per_group, kernel, dilation, padding, c_offset;
+  int64_t out_channels, in_per_group, out_per_group, kernel_h, kernel_w, dilation, c_offset;
+  int64_t pad_top, pad_left;  // zeros above and left of the input (below and right: the rest)
   int64_t in_offset, groups;  // its input channels: groups x in_per_group from in_offset
   bool adds;                  // an earlier level wrote the same output channels: add to them
   TileFn tile;
@@ -453,12 +481,15 @@ bool supported() { return __builtin_cpu_supports("avx512f") && __builtin_cpu_sup
 // (K - 1) / 2 * dilations[i], dilations[i], groups = C_i / weights[i].size(1)) into channels
 // [c_offsets[i], + C_out) of `out`, for every level i, where x_i is channels
 // [in_offsets[i], + C_i = in_counts[i]) of x. Levels writing the same channels (identical
-// ranges) are summed. `biases[i]` may be empty (no bias).
+// ranges) are summed. `biases[i]` may be empty (no bias). A level with `paddings[i]` = {top,
+// left} has any KH x KW kernel instead (stride 1, dilation 1): top rows and left columns of
+// zeros, and as many below and right as keep the output the input's size.
 void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weights,
                  const std::vector<torch::Tensor>& biases, const std::vector<int64_t>& dilations,
                  const std::vector<int64_t>& c_offsets, const std::vector<int64_t>& in_offsets,
-                 const std::vector<int64_t>& in_counts, int64_t stride, torch::Tensor& out,
-                 bool accumulate) {
+                 const std::vector<int64_t>& in_counts,
+                 const std::vector<std::vector<int64_t>>& paddings, int64_t stride,
+                 torch::Tensor& out, bool accumulate) {
   TORCH_CHECK(supported(), "pyconv direct kernel: this CPU has no AVX-512");
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat && x.device().is_cpu(),
               "pyconv direct kernel: expected a 4D float32 CPU input, got ", x.sizes(), " ",
@@ -469,8 +500,8 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
               "pyconv direct kernel: expected a 4D float32 CPU output");
   TORCH_CHECK(weights.size() == biases.size() && weights.size() == dilations.size() &&
                   weights.size() == c_offsets.size() && weights.size() == in_offsets.size() &&
-                  weights.size() == in_counts.size(),
-              "pyconv direct kernel: one weight, bias, dilation and offsets per level");
+                  weights.size() == in_counts.size() && weights.size() == paddings.size(),
+              "pyconv direct kernel: one weight, bias, dilation, offsets and padding per level");
   TORCH_CHECK(!weights.empty(), "pyconv direct kernel: no levels");
   // the input channels the levels read, [in_first, in_first + C), are copied to the bands
   int64_t in_first = x.size(1), in_end = 0;
@@ -487,14 +518,16 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
   std::vector<Level> levels;
   for (size_t i = 0; i < weights.size(); ++i) {
     const auto w = weights[i].contiguous();
-    TORCH_CHECK(w.dim() == 4 && w.scalar_type() == torch::kFloat && w.size(2) == w.size(3) &&
-                    w.size(2) % 2 == 1,
+    const bool explicit_padding = !paddings[i].empty();
+    TORCH_CHECK(w.dim() == 4 && w.scalar_type() == torch::kFloat &&
+                    (explicit_padding || (w.size(2) == w.size(3) && w.size(2) % 2 == 1)),
                 "pyconv direct kernel: level ", i, ": expected an odd square float32 kernel, got ",
                 w.sizes());
     Level lvl;
     lvl.out_channels = w.size(0);
     lvl.in_per_group = w.size(1);
-    lvl.kernel = w.size(2);
+    lvl.kernel_h = w.size(2);
+    lvl.kernel_w = w.size(3);
     TORCH_CHECK(in_counts[i] % lvl.in_per_group == 0 &&
                     lvl.out_channels % (in_counts[i] / lvl.in_per_group) == 0,
                 "pyconv direct kernel: level ", i, ": weight ", w.sizes(), " does not fit ",
@@ -503,12 +536,27 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
     lvl.groups = in_counts[i] / lvl.in_per_group;
     lvl.out_per_group = lvl.out_channels / lvl.groups;
     lvl.dilation = dilations[i];
-    lvl.padding = (lvl.kernel - 1) / 2 * lvl.dilation;
-    const int64_t span = (lvl.kernel - 1) * lvl.dilation + 1;
-    TORCH_CHECK(lvl.dilation >= 1 && (H + 2 * lvl.padding - span) / stride + 1 == Ho &&
-                    (W + 2 * lvl.padding - span) / stride + 1 == Wo,
-                "pyconv direct kernel: level ", i, ": output ", out.sizes(),
-                " does not match the input ", x.sizes());
+    if (explicit_padding) {
+      TORCH_CHECK(paddings[i].size() == 2, "pyconv direct kernel: level ", i,
+                  ": give a padding as (top, left), got ", paddings[i].size(), " numbers");
+      TORCH_CHECK(stride == 1 && lvl.dilation == 1 && paddings[i][0] >= 0 &&
+                      paddings[i][0] < lvl.kernel_h && paddings[i][1] >= 0 &&
+                      paddings[i][1] < lvl.kernel_w && Ho == H && Wo == W,
+                  "pyconv direct kernel: level ", i, ": padding (top, left) = (", paddings[i][0],
+                  ", ", paddings[i][1], ") needs stride 1, dilation 1, a padding inside the "
+                  "kernel ", w.sizes(), " and an output ", out.sizes(), " of the input's size ",
+                  x.sizes());
+      lvl.pad_top = paddings[i][0];
+      lvl.pad_left = paddings[i][1];
+    } else {
+      const int64_t padding = (lvl.kernel_h - 1) / 2 * lvl.dilation;
+      const int64_t span = (lvl.kernel_h - 1) * lvl.dilation + 1;
+      TORCH_CHECK(lvl.dilation >= 1 && (H + 2 * padding - span) / stride + 1 == Ho &&
+                      (W + 2 * padding - span) / stride + 1 == Wo,
+                  "pyconv direct kernel: level ", i, ": output ", out.sizes(),
+                  " does not match the input ", x.sizes());
+      lvl.pad_top = lvl.pad_left = padding;
+    }
     lvl.c_offset = c_offsets[i];
     TORCH_CHECK(lvl.c_offset >= 0 && lvl.c_offset + lvl.out_channels <= out.size(1),
                 "pyconv direct kernel: level ", i, ": channels out of the output's range");
@@ -521,10 +569,10 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
                   "level's without being the same");
       lvl.adds = lvl.adds || same;
     }
-    lvl.tile = stride == 1 ? pick_tile<1>(lvl.kernel, lvl.dilation, lvl.out_per_group,
-                                          &lvl.tile_rows, &lvl.tile_channels)
-                           : pick_tile<2>(lvl.kernel, lvl.dilation, lvl.out_per_group,
-                                          &lvl.tile_rows, &lvl.tile_channels);
+    lvl.tile = stride == 1 ? pick_tile<1>(lvl.kernel_h, lvl.kernel_w, lvl.dilation,
+                                          lvl.out_per_group, &lvl.tile_rows, &lvl.tile_channels)
+                           : pick_tile<2>(lvl.kernel_h, lvl.kernel_w, lvl.dilation,
+                                          lvl.out_per_group, &lvl.tile_rows, &lvl.tile_channels);
     lvl.weight = w.data_ptr<float>();
     keep.push_back(w);
     lvl.bias = nullptr;
@@ -540,9 +588,13 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
   // A task is a band of output rows of one image, for all levels: it copies the band's input
   // rows (all channels, padded for the widest level) into a buffer (C, S, rows, width), then
   // runs every level's tiles from it.
+  // the band buffer's zero rows and columns on each side: the most any level needs
   int64_t pad = 0;
-  for (const Level& lvl : levels) pad = std::max(pad, lvl.padding);
-  const int64_t span = 2 * pad + 1;  // covers (K - 1) * dilation + 1 + offset of every level
+  for (const Level& lvl : levels)
+    pad = std::max({pad, lvl.pad_top, lvl.pad_left,
+                    (lvl.kernel_h - 1) * lvl.dilation - lvl.pad_top,
+                    (lvl.kernel_w - 1) * lvl.dilation - lvl.pad_left});
+  const int64_t span = 2 * pad + 1;  // covers the taps and offsets of every level
   const int64_t rows = (kBandRows - 1) * stride + span;
   const int64_t width =
       std::max((W + 2 * pad + stride - 1) / stride, (Wo + 15) / 16 * 16 + (span - 1) / stride + 1);
@@ -619,10 +671,12 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
       }
       for (const Level& lvl : levels) {
         t.in_channels = lvl.in_per_group;
-        t.weight_stride = lvl.in_per_group * lvl.kernel * lvl.kernel;
-        t.kernel = lvl.kernel;
+        t.weight_stride = lvl.in_per_group * lvl.kernel_h * lvl.kernel_w;
+        t.kernel_h = lvl.kernel_h;
+        t.kernel_w = lvl.kernel_w;
         t.dilation = lvl.dilation;
-        t.offset = pad - lvl.padding;
+        t.offset_y = pad - lvl.pad_top;
+        t.offset_x = pad - lvl.pad_left;
         t.accumulate = lvl.adds || (accumulate && !transpose_out);
         for (int64_t group = 0; group < lvl.groups; ++group) {
           t.input = buffer.data() + (lvl.in_offset + group * lvl.in_per_group) * stride * plane;
