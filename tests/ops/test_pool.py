@@ -118,6 +118,8 @@ def test_kernel_pool_equals_the_stock_pool_bit_for_bit(window, values, channels,
     assert y_ours.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(x_ours.grad, x_stock.grad)
     assert x_ours.grad.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():  # inference: the kernel's pool too
+        assert torch.equal(IndexFreeMaxPool2d(**window)(x).nan_to_num(), y_stock.nan_to_num())
 
 
 @needs_direct_kernel

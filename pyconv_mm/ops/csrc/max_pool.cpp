@@ -26,8 +26,8 @@ struct PoolWindow {
 #pragma GCC target("avx512f,fma")
 
 // One output row of one image, B blocks of 16 channels at a time (independent chains for the
-// out-of-order core): each window's maximum into `out` and its position in the unclipped
-// window into `where`.
+// out-of-order core; 8 blocks beat 4 and 1 on PyConvResNet's shortcut pools): each window's
+// maximum into `out` and its position in the unclipped window into `where`.
 template <int B>
 void pool_row(const float* x, float* out, uint8_t* where, int64_t oy, int64_t H, int64_t W,
               int64_t Wo, int64_t C, const PoolWindow& p) {
@@ -41,7 +41,7 @@ void pool_row(const float* x, float* out, uint8_t* where, int64_t oy, int64_t H,
       __m512i at[B];
       const float* first = x + (y_lo * W + x_lo) * C + c0;
       const __m512i first_at = _mm512_set1_epi32(static_cast<int>((y_lo - y0) * p.kw + x_lo - x0));
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int b = 0; b < B; ++b) {
         best[b] = _mm512_loadu_ps(first + 16 * b);
         at[b] = first_at;
@@ -50,7 +50,7 @@ void pool_row(const float* x, float* out, uint8_t* where, int64_t oy, int64_t H,
         for (int64_t ix = (y == y_lo ? x_lo + 1 : x_lo); ix < x_hi; ++ix) {
           const float* in = x + (y * W + ix) * C + c0;
           const __m512i here = _mm512_set1_epi32(static_cast<int>((y - y0) * p.kw + ix - x0));
-#pragma GCC unroll 4
+#pragma GCC unroll 8
           for (int b = 0; b < B; ++b) {
             const __m512 v = _mm512_loadu_ps(in + 16 * b);
             const __mmask16 wins = _mm512_cmp_ps_mask(v, best[b], _CMP_GT_OQ) |
@@ -59,7 +59,7 @@ void pool_row(const float* x, float* out, uint8_t* where, int64_t oy, int64_t H,
             at[b] = _mm512_mask_mov_epi32(at[b], wins, here);
           }
         }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int b = 0; b < B; ++b) {
         _mm512_storeu_ps(out + ox * C + c0 + 16 * b, best[b]);
         _mm_storeu_si128(reinterpret_cast<__m128i*>(where + ox * C + c0 + 16 * b),
@@ -146,7 +146,9 @@ std::vector<torch::Tensor> max_pool2d_with_positions(const torch::Tensor& x,
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / Ho, oy = task % Ho;
       const int64_t offset = (n * Ho + oy) * Wo * C;
-      if (C % 64 == 0)
+      if (C % 128 == 0)
+        pool_row<8>(src + n * H * W * C, dst + offset, at + offset, oy, H, W, Wo, C, p);
+      else if (C % 64 == 0)
         pool_row<4>(src + n * H * W * C, dst + offset, at + offset, oy, H, W, Wo, C, p);
       else
         pool_row<1>(src + n * H * W * C, dst + offset, at + offset, oy, H, W, Wo, C, p);
