@@ -793,7 +793,7 @@ std::vector<torch::Tensor> weight_grads(const torch::Tensor& x, const torch::Ten
     float* dw;
     int64_t dw_stride, dilation, offset;
   };
-  std::vector<Job> jobs;
+  std::vector<std::vector<Job>> level_jobs(shapes.size());
   for (size_t i = 0; i < shapes.size(); ++i) {
     const int64_t out_channels = shapes[i][0], in_per_group = shapes[i][1], K = shapes[i][2];
     const int64_t out_per_group = out_channels / (C / in_per_group);
@@ -808,12 +808,24 @@ std::vector<torch::Tensor> weight_grads(const torch::Tensor& x, const torch::Ten
     for (int64_t oc = 0; oc < out_channels; oc += channels)
       for (int64_t ci = 0; ci < in_per_group; ++ci) {
         const int64_t group = oc / out_per_group;
-        jobs.push_back({fn, i, (oc * (Ho + 2) + 1) * grad_width,
-                        (group * in_per_group + ci) * stride * in_plane,
-                        result.back().data_ptr<float>() + (oc * in_per_group + ci) * K * K,
-                        in_per_group * K * K, dilations[i], offset});
+        level_jobs[i].push_back({fn, i, (oc * (Ho + 2) + 1) * grad_width,
+                                 (group * in_per_group + ci) * stride * in_plane,
+                                 result.back().data_ptr<float>() + (oc * in_per_group + ci) * K * K,
+                                 in_per_group * K * K, dilations[i], offset});
       }
   }
+  // the levels' jobs interleaved: the threads' equal shares of the list then cost about the
+  // same (a K = 9 job costs about three K = 5 ones)
+  size_t most = 0, total = 0;
+  for (const auto& level : level_jobs) {
+    most = std::max(most, level.size());
+    total += level.size();
+  }
+  std::vector<Job> jobs;
+  jobs.reserve(total);
+  for (size_t k = 0; k < most; ++k)
+    for (const auto& level : level_jobs)
+      if (k < level.size()) jobs.push_back(level[k]);
   for (int64_t n = 0; n < N; ++n) {
     const auto image = x.narrow(0, n, 1);
     planar(image, 0, C, pad, pad, stride, xp);
