@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import PYTHON, run, tool
+from conftest import PYTHON, needs_direct_kernel, run, tool
 
 
 def test_benchmark_tool_runs_and_reports(tmp_path):
@@ -183,16 +183,41 @@ def test_benchmark_tool_keeps_the_results_of_a_run_stopped_part_way(tmp_path):
 
 
 def test_peak_memory_is_measured_alike_whatever_ran_before():
-    """Each model's peak memory is measured in a fresh process: the same bytes every time,
-    whichever models were profiled before in the tool's own process."""
+    """Each model's peak memory is measured in a fresh process that runs the PyConv forms
+    chosen here: the same bytes every time, whichever models were profiled before in the
+    tool's own process (without the choices, the fresh process times the forms again and
+    may pick another one of about the same speed and different memory)."""
     from pyconv_mm.benchmark import CASES
     from pyconv_mm.benchmark.cases import subject_from_spec
     from pyconv_mm.benchmark.measure import (Setting, peak_memory_bytes,
-                                             peak_memory_in_fresh_process)
+                                             peak_memory_in_fresh_process, prepare)
+    from pyconv_mm.ops import algorithms
     specs, _ = CASES['pyconv_layer']
     setting = Setting(mode='train', batch=2, memory_format='channels_last')
-    first = [peak_memory_in_fresh_process(spec, setting) for spec in specs]
+    prepare(subject_from_spec(specs[0]), setting)[1]()  # auto chooses the PyConv's forms here
+    chosen = algorithms.choices()
+    assert chosen
+    first = [peak_memory_in_fresh_process(spec, setting, chosen) for spec in specs]
     for spec in specs:  # profile both models here first
         peak_memory_bytes(subject_from_spec(spec), setting)
-    assert [peak_memory_in_fresh_process(spec, setting) for spec in specs] == first
+    assert [peak_memory_in_fresh_process(spec, setting, chosen) for spec in specs] == first
     assert all(peak > 0 for peak in first)
+
+
+@needs_direct_kernel
+def test_peak_memory_runs_the_forms_it_is_given():
+    """The fresh process of the memory measurement runs the PyConv forms it is handed: the
+    PyConv4 layer's training step on the stock forms and with our kernel hold different
+    memory."""
+    from pyconv_mm.benchmark import CASES
+    from pyconv_mm.benchmark.cases import subject_from_spec
+    from pyconv_mm.benchmark.measure import Setting, peak_memory_in_fresh_process, prepare
+    from pyconv_mm.ops import algorithms
+    spec = CASES['pyconv_layer'][0][0]
+    setting = Setting(mode='train', batch=2, memory_format='channels_last')
+    prepare(subject_from_spec(spec), setting)[1]()
+    chosen = algorithms.choices()
+    kernel_or_stock = next(key for key in chosen if key[1] == 'direct')
+    peaks = {form: peak_memory_in_fresh_process(spec, setting, {**chosen, kernel_or_stock: form})
+             for form in ('stock', 'direct')}
+    assert peaks['stock'] != peaks['direct'], peaks

@@ -7,7 +7,7 @@ before reading the clock and turns on ``torch.backends.cudnn.benchmark``.
 """
 import contextlib
 import gc
-import json
+import pickle
 import platform
 import statistics
 import subprocess
@@ -217,28 +217,36 @@ def machine() -> dict:
 
 
 _PEAK_MEMORY = """
-import json, sys, warnings
+import pickle, sys, warnings
 warnings.filterwarnings('ignore')
 import torch
 from pyconv_mm.benchmark.cases import subject_from_spec
 from pyconv_mm.benchmark.measure import Setting, peak_memory_bytes
-job = json.loads(sys.stdin.read())
+from pyconv_mm.ops import algorithms
+job = pickle.loads(sys.stdin.buffer.read())
 torch.set_num_threads(job['threads'])
+algorithms.reuse_choices(job['choices'])
 print('PEAK_MEMORY_BYTES', peak_memory_bytes(subject_from_spec(job['spec']), Setting(**job['setting'])))
 """
 
 
-def peak_memory_in_fresh_process(spec: dict, setting: Setting) -> int:
+def peak_memory_in_fresh_process(spec: dict, setting: Setting,
+                                 choices: Optional[Dict[tuple, str]] = None) -> int:
     """:func:`peak_memory_bytes` of the subject of ``spec`` (see :mod:`.cases`), run in a
     fresh Python process. In a process that profiled other models before, the profiler
     counts frees of blocks it saw in earlier sessions: ResNet-50's training peak measured
-    986.6 MiB alone every time, 963 to 984 MiB after other models.
+    986.6 MiB alone every time, 963 to 984 MiB after other models. ``choices``
+    (:func:`pyconv_mm.ops.algorithms.choices` of the timed run) makes PyConvs run the forms
+    that were timed: the fresh process would otherwise time them again, and forms that run
+    about as fast may hold different memory.
     """
-    job = json.dumps(dict(spec=spec, setting=setting.__dict__, threads=torch.get_num_threads()))
-    proc = subprocess.run([sys.executable, '-c', _PEAK_MEMORY], input=job, text=True,
+    job = pickle.dumps(dict(spec=spec, setting=setting.__dict__, threads=torch.get_num_threads(),
+                            choices=choices or {}))
+    proc = subprocess.run([sys.executable, '-c', _PEAK_MEMORY], input=job,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    words = proc.stdout.split()
+    stdout, stderr = proc.stdout.decode(errors='replace'), proc.stderr.decode(errors='replace')
+    words = stdout.split()
     if proc.returncode != 0 or 'PEAK_MEMORY_BYTES' not in words:
         raise RuntimeError(f'measuring the peak memory of {spec["name"]} failed '
-                           f'(exit {proc.returncode}):\n{proc.stderr[-3000:]}')
+                           f'(exit {proc.returncode}):\n{stderr[-3000:]}')
     return int(words[words.index('PEAK_MEMORY_BYTES') + 1])

@@ -3,6 +3,8 @@ format, and express ours against each reference as ratios."""
 from dataclasses import replace
 from typing import Dict, List
 
+from pyconv_mm.ops import algorithms
+
 from .breakdown import breakdown_markdown, breakdown_rows, module_times
 from .cases import subject_from_spec
 from .measure import Setting, peak_memory_in_fresh_process, time_interleaved
@@ -36,7 +38,8 @@ def run_case(name: str, specs: List[dict], setting: Setting, formats: List[str],
         for spec in specs:
             row = best[spec['name']]
             row['peak_memory_bytes'] = peak_memory_in_fresh_process(
-                spec, replace(setting, memory_format=row['memory_format']))
+                spec, replace(setting, memory_format=row['memory_format']),
+                choices=algorithms.choices())  # the PyConv forms that were timed
     ours = best[specs[0]['name']]
     ratios = []
     for spec in specs[1:]:

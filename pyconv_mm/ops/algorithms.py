@@ -52,6 +52,18 @@ def get_algorithm() -> str:
     return _POLICY['value']
 
 
+def choices() -> Dict[Tuple, str]:
+    """The forms ``auto`` has chosen so far in this process, by level shape and input (a copy,
+    picklable: e.g. for another process to run the same forms, see :func:`reuse_choices`)."""
+    return dict(_CACHE)
+
+
+def reuse_choices(chosen: Dict[Tuple, str]) -> None:
+    """Make ``auto`` use the forms of :func:`choices` (of this or another process) instead of
+    timing those levels again."""
+    _CACHE.update(chosen)
+
+
 def _compiling() -> bool:
     return getattr(getattr(torch, 'compiler', None), 'is_compiling', lambda: False)()
 
