@@ -182,20 +182,27 @@ def test_benchmark_tool_keeps_the_results_of_a_run_stopped_part_way(tmp_path):
     assert 'PyConv4 64->64' in merged.stdout
 
 
+def _layer_forms_chosen_here():
+    """The PyConv4 layer case's specs, a training setting, and the forms ``auto`` chose for
+    the layer in this process (with whatever earlier tests of the process chose)."""
+    from pyconv_mm.benchmark import CASES
+    from pyconv_mm.benchmark.cases import subject_from_spec
+    from pyconv_mm.benchmark.measure import Setting, prepare
+    from pyconv_mm.ops import algorithms
+    specs, _ = CASES['pyconv_layer']
+    setting = Setting(mode='train', batch=2, memory_format='channels_last')
+    prepare(subject_from_spec(specs[0]), setting)[1]()  # auto chooses the PyConv's forms here
+    return specs, setting, algorithms.choices()
+
+
 def test_peak_memory_is_measured_alike_whatever_ran_before():
     """Each model's peak memory is measured in a fresh process that runs the PyConv forms
     chosen here: the same bytes every time, whichever models were profiled before in the
     tool's own process (without the choices, the fresh process times the forms again and
     may pick another one of about the same speed and different memory)."""
-    from pyconv_mm.benchmark import CASES
     from pyconv_mm.benchmark.cases import subject_from_spec
-    from pyconv_mm.benchmark.measure import (Setting, peak_memory_bytes,
-                                             peak_memory_in_fresh_process, prepare)
-    from pyconv_mm.ops import algorithms
-    specs, _ = CASES['pyconv_layer']
-    setting = Setting(mode='train', batch=2, memory_format='channels_last')
-    prepare(subject_from_spec(specs[0]), setting)[1]()  # auto chooses the PyConv's forms here
-    chosen = algorithms.choices()
+    from pyconv_mm.benchmark.measure import peak_memory_bytes, peak_memory_in_fresh_process
+    specs, setting, chosen = _layer_forms_chosen_here()
     assert chosen
     first = [peak_memory_in_fresh_process(spec, setting, chosen) for spec in specs]
     for spec in specs:  # profile both models here first
@@ -209,14 +216,8 @@ def test_peak_memory_runs_the_forms_it_is_given():
     """The fresh process of the memory measurement runs the PyConv forms it is handed: the
     PyConv4 layer's training step on the stock forms and with our kernel hold different
     memory."""
-    from pyconv_mm.benchmark import CASES
-    from pyconv_mm.benchmark.cases import subject_from_spec
-    from pyconv_mm.benchmark.measure import Setting, peak_memory_in_fresh_process, prepare
-    from pyconv_mm.ops import algorithms
-    spec = CASES['pyconv_layer'][0][0]
-    setting = Setting(mode='train', batch=2, memory_format='channels_last')
-    prepare(subject_from_spec(spec), setting)[1]()
-    chosen = algorithms.choices()  # earlier tests' PyConvs may have entries too
+    from pyconv_mm.benchmark.measure import peak_memory_in_fresh_process
+    (spec, _), setting, chosen = _layer_forms_chosen_here()
     kernel_or_stock = next(key for key in chosen if key[1] == 'direct'
                            and key[2] == (2, *spec['shape']) and key[6])  # this one, training
     peaks = {form: peak_memory_in_fresh_process(spec, setting, {**chosen, kernel_or_stock: form})
