@@ -15,6 +15,7 @@ from typing import List, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from . import algorithms, direct
 from .pyramid import IntOrTuple, PyramidLevel, build_pyramid
@@ -99,6 +100,60 @@ class _PyConvNd(nn.Module):
         """
         return self._run_forms(x, self._forms(x))
 
+    def forward_activated(self, x: torch.Tensor, norm: nn.Module, relu: nn.Module) -> torch.Tensor:
+        """``self(relu(norm(x)))``, the PyConv of a residual block after its 1x1 reduction.
+
+        In inference (no gradient recorded), with ``norm`` a batch norm in eval mode (or an
+        ``nn.Identity`` left by :func:`~pyconv_mm.ops.fuse_conv_bn`) and every level in reach
+        of our direct kernel, ``auto`` also times the kernel with the norm (a per-channel scale
+        and shift) and the ReLU applied as it copies ``x`` into its bands (the policy
+        ``direct`` always takes it): the activated input is then never written out nor read
+        back. Elsewhere, and where any of the three modules has hooks (they would not run),
+        the modules run as written.
+        """
+        if self._fusable(x, norm, relu):
+            key = (type(self).__name__, 'activated', tuple(x.shape), x.dtype, x.device.type,
+                   algorithms.channels_last_kind(x), type(norm).__name__,
+                   tuple((lvl.in_channels, lvl.out_channels, lvl.kernel_size, lvl.groups,
+                          lvl.stride, lvl.dilation) for lvl in self.levels))
+            candidates = {  # 'native': the modules as written (the PyConv picks its forms)
+                'direct': lambda data, _: self._forward_activated_in_kernel(data, norm),
+                'native': lambda data, _: self(relu(norm(data))),
+            }
+            if algorithms.choose(key, x, self.levels[0].weight, candidates) == 'direct':
+                return self._forward_activated_in_kernel(x, norm)
+        return self(relu(norm(x)))
+
+    def _fusable(self, x: torch.Tensor, norm: nn.Module, relu: nn.Module) -> bool:
+        """Whether :meth:`forward_activated` may apply ``norm`` and ``relu`` in the kernel."""
+        if self.ndim != 2 or torch.is_grad_enabled():
+            return False
+        eval_norm = (isinstance(norm, _BatchNorm) and not norm.training
+                     and norm.running_mean is not None)
+        if not (eval_norm or type(norm) is nn.Identity) or type(relu) is not nn.ReLU:
+            return False
+        if any(module._forward_hooks or module._forward_pre_hooks
+               for module in (self, norm, relu)):
+            return False
+        return all(direct.usable(x, level) for level in self.levels)
+
+    def _forward_activated_in_kernel(self, x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+        """Every level in the kernel, on ``relu(norm(x))`` formed as the kernel reads ``x``."""
+        if isinstance(norm, nn.Identity):
+            affine = (x.new_ones(x.shape[1]), x.new_zeros(x.shape[1]))
+        else:
+            affine = direct.batch_norm_affine(norm)
+        out = direct.empty_output(x, self.out_channels, direct.output_size(x, self.levels[0]))
+        return direct.conv_levels(x, list(self.levels), self._level_starts(), out,
+                                  activation=affine)
+
+    def _level_starts(self) -> List[int]:
+        """The first output channel of each level."""
+        starts = [0]
+        for level in self.levels[:-1]:
+            starts.append(starts[-1] + level.out_channels)
+        return starts
+
     def _forms(self, x: torch.Tensor) -> List[str]:
         """The form of each level: the fastest stock form of each level alone; then, where our
         direct kernel can take the grouped levels, the whole PyConv is timed once each way:
@@ -145,9 +200,7 @@ class _PyConvNd(nn.Module):
         """Levels written into one output: those of the direct kernel in one call, which reads
         the input once for all of them; the others copied in (with autograd: through
         :class:`~pyconv_mm.ops.direct.LevelsFunction`, which has the kernel's gradients)."""
-        starts = [0]
-        for level in self.levels[:-1]:
-            starts.append(starts[-1] + level.out_channels)
+        starts = self._level_starts()
         kernel = [(lvl, start) for lvl, start, form in zip(self.levels, starts, forms)
                   if form == 'direct']
         others = [(start, self._run_level(lvl, x, form))

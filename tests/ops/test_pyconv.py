@@ -399,6 +399,97 @@ def test_direct_kernel_channels_last_blocks(stride, height, width):
     assert out is None or type(out.grad_fn).__name__ == 'LevelsFunctionBackward'
 
 
+def random_eval_norm(channels: int) -> nn.BatchNorm2d:
+    """An eval-mode batch norm with running statistics and affine parameters far from 0 / 1."""
+    norm = nn.BatchNorm2d(channels).eval()
+    with torch.no_grad():
+        norm.running_mean.uniform_(-1, 1)
+        norm.running_var.uniform_(0.25, 4)
+        norm.weight.uniform_(-2, 2)
+        norm.bias.uniform_(-1, 1)
+    return norm
+
+
+@needs_direct_kernel
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(case=direct_cases(), channels_last=st.booleans(), identity=st.booleans())
+def test_direct_kernel_applies_norm_and_relu_as_it_reads_its_input(case, channels_last,
+                                                                   identity):
+    """Inference of a block's PyConv after its 1x1 (``forward_activated``): the kernel
+    normalises (eval-mode BN, or the Identity that ``fuse_conv_bn`` leaves) and rectifies its
+    input as it copies it, every level in the kernel; equal to the modules run as written,
+    1e-5, a NaN of the input propagated as the stock ReLU does."""
+    from pyconv_mm.ops import direct
+    kwargs, shape = case
+    torch.manual_seed(0)
+    conv = PyConv2d(**kwargs).eval()
+    norm = nn.Identity() if identity else random_eval_norm(shape[1])
+    x = torch.randn(shape)
+    x[0, 0, 0, 0] = float('nan')  # read by every level's centre tap at output (0, 0)
+    if channels_last:
+        conv = conv.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    activations = []
+    original = direct.conv_levels
+
+    def recorded(x, levels, c_offsets, out, activation=None):
+        activations.append(activation)
+        return original(x, levels, c_offsets, out, activation)
+
+    direct.conv_levels = recorded
+    try:
+        with torch.no_grad(), algorithm_policy('direct'):
+            out = conv.forward_activated(x, norm, nn.ReLU(inplace=True))
+    finally:
+        direct.conv_levels = original
+    with torch.no_grad():
+        expected = reference(torch.relu(norm(x)), conv, [lvl.weight for lvl in conv.levels])
+    assert len(activations) == 1 and activations[0] is not None  # one call, every level
+    assert torch.equal(out.isnan(), expected.isnan()) and out.isnan().any()
+    numbers = ~expected.isnan()
+    torch.testing.assert_close(out[numbers], expected[numbers], rtol=1e-5,
+                               atol=1e-5 * max(expected[numbers].abs().max().item(), 1e-3))
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last
+                             else torch.contiguous_format)
+
+
+@needs_direct_kernel
+def test_forward_activated_runs_the_modules_where_the_kernel_must_not_fold_them():
+    """Training (batch statistics, gradients), other norms, another activation, or hooks on
+    any of the modules (which must run): the norm and the ReLU run as modules."""
+    from pyconv_mm.ops import direct
+    torch.manual_seed(0)
+    conv = PyConv2d(16, 16, [3, 5], [1, 4])
+    x = torch.randn(2, 16, 12, 12)
+
+    def forms_taken(norm, act, grad=False):
+        calls = []
+        original = direct.conv_levels
+        direct.conv_levels = lambda *a, **kw: calls.append(kw.get('activation')) or original(
+            *a, **kw)
+        try:
+            with torch.set_grad_enabled(grad), algorithm_policy('direct'):
+                out = conv.forward_activated(x, norm, act)
+        finally:
+            direct.conv_levels = original
+        with torch.no_grad():
+            torch.testing.assert_close(out, conv(act(norm(x))), rtol=1e-5, atol=1e-5)
+        return calls
+
+    norm, relu = random_eval_norm(16), nn.ReLU(inplace=True)
+    assert forms_taken(norm, relu)[0] is not None  # folded
+    assert forms_taken(norm, relu, grad=True) == []  # training: LevelsFunction, not folded
+    conv.eval()
+    assert forms_taken(norm.train(), relu) == [None]  # batch statistics
+    assert forms_taken(nn.GroupNorm(4, 16), relu) == [None]
+    assert forms_taken(norm.eval(), nn.GELU()) == [None]
+    seen = []
+    handle = norm.register_forward_hook(lambda *args: seen.append(1))
+    assert forms_taken(norm, relu) == [None] and seen == [1, 1]  # and the check's own call
+    handle.remove()
+    assert forms_taken(norm, relu)[0] is not None
+
+
 @needs_direct_kernel
 def test_tuning_the_kernel_leaves_gradients_alone():
     """``auto`` times forward and backward of a copy: the PyConv's own gradients stay None."""
@@ -429,6 +520,9 @@ def test_direct_kernel_reports_bad_input():
         direct._run(x, [weight, weight], [None] * 2, [1, 1], [0, 2], 1, out)
     with pytest.raises(RuntimeError, match=r'padding \(top, left\) = \(3, 0\) needs stride 1'):
         direct._run(x, [weight], [None], [1], [0], 1, out, paddings=[(3, 0)])
+    with pytest.raises(RuntimeError, match=r'one float32 value per input channel \(4\), got 3'):
+        direct._run(x, [weight], [None], [1], [0], 1, out,
+                    activation=(torch.ones(3), torch.zeros(3)))
 
 
 @needs_direct_kernel

@@ -131,8 +131,10 @@ class PyConvBottleneck(PyConvBlockBase):
         return self.norm(3)
 
     def reduce_and_pyconv(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C_in, *S) -> (N, mid_channels, *S / stride): conv1, norm1, ReLU, PyConv."""
-        return self.conv2(self.relu(self.norm(1)(self.conv1(x))))
+        """(N, C_in, *S) -> (N, mid_channels, *S / stride): conv1, norm1, ReLU, PyConv (in
+        inference, norm1 and the ReLU inside the PyConv's kernel where it can, see
+        :meth:`~pyconv_mm.ops.PyConv2d.forward_activated`)."""
+        return self.conv2.forward_activated(self.conv1(x), self.norm(1), self.relu)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         # under with_cp the whole block is recomputed already

@@ -23,6 +23,7 @@
 #include <torch/extension.h>
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 namespace {
@@ -324,9 +325,12 @@ inline void transpose16(__m512 (&r)[16]) {
 // One image row of a channels_last input (channels adjacent, pixels `pixel_stride` apart,
 // C a multiple of 16) into the planar band buffer: 16 pixels x 16 channels per transpose.
 // Column xi goes to buffer column xi + pad, split into S phase planes of `plane` floats.
-template <int S>
+// With `activation`, each value v of channel c is copied as max(v * scale[c] + shift[c], 0) (an
+// eval-mode batch norm and a ReLU before the convolution; a NaN stays NaN, as in torch).
+template <int S, bool kActivation>
 void copy_row_channels_last(const float* in_row, int64_t pixel_stride, int64_t C, int64_t W,
-                            int64_t pad, float* out_row, int64_t plane) {
+                            int64_t pad, float* out_row, int64_t plane, const float* scale,
+                            const float* shift) {
   const __m512i by_phase =
       _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
   for (int64_t x0 = 0; x0 < W; x0 += 16) {
@@ -338,6 +342,12 @@ void copy_row_channels_last(const float* in_row, int64_t pixel_stride, int64_t C
       for (int j = 0; j < 16; ++j)
         v[j] = j < valid ? _mm512_loadu_ps(in_row + (x0 + j) * pixel_stride + c0)
                          : _mm512_setzero_ps();
+      if (kActivation) {  // channels are the lanes here, before the transpose
+        const __m512 a = _mm512_loadu_ps(scale + c0), b = _mm512_loadu_ps(shift + c0);
+#pragma GCC unroll 16
+        for (int j = 0; j < 16; ++j)
+          v[j] = _mm512_max_ps(_mm512_setzero_ps(), _mm512_fmadd_ps(v[j], a, b));
+      }
       transpose16(v);
       for (int c = 0; c < 16; ++c) {
         float* channel = out_row + (c0 + c) * S * plane;
@@ -489,7 +499,8 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
                  const std::vector<int64_t>& c_offsets, const std::vector<int64_t>& in_offsets,
                  const std::vector<int64_t>& in_counts,
                  const std::vector<std::vector<int64_t>>& paddings, int64_t stride,
-                 torch::Tensor& out, bool accumulate) {
+                 torch::Tensor& out, bool accumulate, const torch::Tensor& input_scale,
+                 const torch::Tensor& input_shift) {
   TORCH_CHECK(supported(), "pyconv direct kernel: this CPU has no AVX-512");
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat && x.device().is_cpu(),
               "pyconv direct kernel: expected a 4D float32 CPU input, got ", x.sizes(), " ",
@@ -513,6 +524,21 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
     in_end = std::max(in_end, in_offsets[i] + in_counts[i]);
   }
   const int64_t N = x.size(0), C = in_end - in_first, H = x.size(2), W = x.size(3);
+  // the input's activation: max(x * scale + shift, 0) per channel, applied as bands are copied
+  const bool activation = input_scale.numel() > 0;
+  torch::Tensor scale, shift;
+  if (activation) {
+    TORCH_CHECK(input_scale.numel() == x.size(1) && input_shift.numel() == x.size(1) &&
+                    input_scale.scalar_type() == torch::kFloat &&
+                    input_shift.scalar_type() == torch::kFloat,
+                "pyconv direct kernel: the input's scale and shift need one float32 value per "
+                "input channel (", x.size(1), "), got ", input_scale.numel(), " and ",
+                input_shift.numel());
+    scale = input_scale.contiguous();
+    shift = input_shift.contiguous();
+  }
+  const float* scale_c = activation ? scale.data_ptr<float>() + in_first : nullptr;
+  const float* shift_c = activation ? shift.data_ptr<float>() + in_first : nullptr;
   const int64_t Ho = out.size(2), Wo = out.size(3);
   std::vector<torch::Tensor> keep;  // contiguous copies live until the end
   std::vector<Level> levels;
@@ -603,7 +629,7 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
   const float* src = x.data_ptr<float>() + in_first * x.stride(1);
   float* dst = out.data_ptr<float>();
   const int64_t sn = x.stride(0), sc = x.stride(1), sh = x.stride(2), sw = x.stride(3);
-  const int64_t shift = stride == 2 ? 1 : 0;
+  const int64_t phase_shift = stride == 2 ? 1 : 0;
   // channels_last input with whole 16-channel blocks: copied by 16 x 16 transposes
   const bool transpose_in = sc == 1 && C % 16 == 0;
   // channels_last output whose kernel channels form one block of whole 16-channel blocks:
@@ -642,17 +668,24 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
         }
         const float* in_row = src + n * sn + y * sh;
         if (transpose_in) {
-          if (stride == 1)
-            copy_row_channels_last<1>(in_row, sw, C, W, pad, out_row, plane);
-          else
-            copy_row_channels_last<2>(in_row, sw, C, W, pad, out_row, plane);
+          const auto copy = stride == 1
+                                ? (activation ? &copy_row_channels_last<1, true>
+                                              : &copy_row_channels_last<1, false>)
+                                : (activation ? &copy_row_channels_last<2, true>
+                                              : &copy_row_channels_last<2, false>);
+          copy(in_row, sw, C, W, pad, out_row, plane, scale_c, shift_c);
           continue;
         }
         for (int64_t c = 0; c < C; ++c)
           for (int64_t xi = 0; xi < W; ++xi) {
             const int64_t column = xi + pad;
-            out_row[(c * stride + (column & shift)) * plane + (column >> shift)] =
-                in_row[c * sc + xi * sw];
+            float value = in_row[c * sc + xi * sw];
+            if (activation) {
+              value = std::fma(value, scale_c[c], shift_c[c]);
+              value = value < 0.f ? 0.f : value;  // a NaN stays NaN
+            }
+            out_row[(c * stride + (column & phase_shift)) * plane + (column >> phase_shift)] =
+                value;
           }
       }
       const int64_t band_rows = std::min<int64_t>(kBandRows, Ho - oy0);
@@ -737,9 +770,11 @@ void planar(const torch::Tensor& t, int64_t c0, int64_t C, int64_t pad_rows, int
         if (!inside) continue;
         const float* in_row = src + n * t.stride(0) + y * t.stride(2);
         if (S == 1)
-          copy_row_channels_last<1>(in_row, t.stride(3), C, W, pad, row, plane);
+          copy_row_channels_last<1, false>(in_row, t.stride(3), C, W, pad, row, plane, nullptr,
+                                           nullptr);
         else
-          copy_row_channels_last<2>(in_row, t.stride(3), C, W, pad, row, plane);
+          copy_row_channels_last<2, false>(in_row, t.stride(3), C, W, pad, row, plane, nullptr,
+                                           nullptr);
       }
     });
     return;
