@@ -164,25 +164,33 @@ def empty_output(x: torch.Tensor, channels: int, size: Tuple[int, int]) -> torch
                        memory_format=fmt)
 
 
+Affine = Tuple[torch.Tensor, torch.Tensor]  # (scale, shift), one value per channel each
+
+
 def conv_levels(x: torch.Tensor, levels: Sequence[nn.Conv2d], c_offsets: Sequence[int],
-                out: torch.Tensor,
-                activation: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+                out: torch.Tensor, activation: Optional[Affine] = None,
+                output_activation: Optional[Affine] = None) -> torch.Tensor:
     """Each level's convolution of ``x`` (no autograd) into ``out[:, offset:offset + C_out]``.
 
     The levels share their stride (1 or 2) and pad by ``(K - 1) / 2 * dilation``. With
     ``activation = (scale, shift)`` (C_in values each) they convolve ``relu(x * scale + shift)``
-    instead (e.g. an eval-mode batch norm and a ReLU, see :func:`batch_norm_affine`), applied
-    as the kernel copies its input: the activated input is never written out.
+    instead (e.g. an eval-mode batch norm and a ReLU, see :func:`batch_norm_affine`), formed
+    as the kernel copies its input: the activated input is never written out. With
+    ``output_activation`` (one value per channel of ``out``) the channels the levels write
+    hold ``relu(y * scale + shift)`` instead of their output ``y``.
     """
     _run(x, [lvl.weight for lvl in levels], [lvl.bias for lvl in levels],
          [lvl.dilation[0] for lvl in levels], c_offsets, levels[0].stride[0], out,
-         activation=activation)
+         activation=activation, output_activation=output_activation)
     return out
 
 
-def batch_norm_affine(norm: nn.modules.batchnorm._BatchNorm) -> Tuple[torch.Tensor, torch.Tensor]:
+def batch_norm_affine(norm: nn.Module, channels: int) -> Affine:
     """(scale, shift) with ``norm(x) = x * scale + shift`` per channel, for a batch norm that
-    normalises with its running statistics (eval mode), as ATen computes them."""
+    normalises with its running statistics (eval mode), as ATen computes them, or an
+    ``nn.Identity`` (e.g. a norm that :func:`~pyconv_mm.ops.fuse_conv_bn` folded away)."""
+    if isinstance(norm, nn.Identity):
+        return torch.ones(channels), torch.zeros(channels)
     with torch.no_grad():
         scale = torch.rsqrt(norm.running_var + norm.eps)
         if norm.weight is not None:
@@ -198,22 +206,24 @@ def _run(x: torch.Tensor, weights: Sequence[torch.Tensor],
          c_offsets: Sequence[int], stride: int, out: torch.Tensor,
          accumulate: bool = False, in_ranges: Optional[Sequence[Tuple[int, int]]] = None,
          paddings: Optional[Sequence[Tuple[int, int]]] = None,
-         activation: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> None:
+         activation: Optional[Affine] = None, output_activation: Optional[Affine] = None) -> None:
     """The kernel call: level i reads channels ``in_ranges[i] = (start, count)`` of ``x`` (all
     of them by default) and writes (``accumulate``: adds) its output into ``out``'s channels
     from ``c_offsets[i]`` on; levels with the same output channels are summed. Levels pad by
     ``(K - 1) / 2 * dilation``, or, given ``paddings[i] = (top, left)``, run any KH x KW
-    kernel at stride 1 with that padding and an output of the input's size. ``activation``:
-    see :func:`conv_levels`."""
+    kernel at stride 1 with that padding and an output of the input's size. ``activation``
+    and ``output_activation``: see :func:`conv_levels`."""
     empty = torch.empty(0)
     in_ranges = in_ranges or [(0, x.shape[1])] * len(weights)
     paddings = paddings or [()] * len(weights)
     scale, shift = (empty, empty) if activation is None else activation
+    out_scale, out_shift = (empty, empty) if output_activation is None else output_activation
     _ext.conv_levels(x.detach(), [w.detach() for w in weights],
                      [empty if b is None else b.detach() for b in biases], list(dilations),
                      list(c_offsets), [start for start, _ in in_ranges],
                      [count for _, count in in_ranges], [list(p) for p in paddings], stride,
-                     out, accumulate, scale.detach(), shift.detach())
+                     out, accumulate, scale.detach(), shift.detach(), out_scale.detach(),
+                     out_shift.detach())
 
 
 class LevelsFunction(torch.autograd.Function):

@@ -100,52 +100,65 @@ class _PyConvNd(nn.Module):
         """
         return self._run_forms(x, self._forms(x))
 
-    def forward_activated(self, x: torch.Tensor, norm: nn.Module, relu: nn.Module) -> torch.Tensor:
-        """``self(relu(norm(x)))``, the PyConv of a residual block after its 1x1 reduction.
+    def forward_activated(self, x: torch.Tensor, norm: nn.Module, relu: nn.Module,
+                          out_norm: Optional[nn.Module] = None) -> torch.Tensor:
+        """``self(relu(norm(x)))``, the PyConv of a residual block after its 1x1 reduction;
+        with ``out_norm``, ``relu(out_norm(self(relu(norm(x)))))``.
 
-        In inference (no gradient recorded), with ``norm`` a batch norm in eval mode (or an
-        ``nn.Identity`` left by :func:`~pyconv_mm.ops.fuse_conv_bn`) and every level in reach
-        of our direct kernel, ``auto`` also times the kernel with the norm (a per-channel scale
-        and shift) and the ReLU applied as it copies ``x`` into its bands (the policy
-        ``direct`` always takes it): the activated input is then never written out nor read
-        back. Elsewhere, and where any of the three modules has hooks (they would not run),
-        the modules run as written.
+        In inference (no gradient recorded), with the norms batch norms in eval mode (or the
+        ``nn.Identity`` that :func:`~pyconv_mm.ops.fuse_conv_bn` leaves) and every level in
+        reach of our direct kernel, ``auto`` also times the kernel with each norm (a
+        per-channel scale and shift) and ReLU applied as it copies ``x`` into its bands and
+        stores its output (the policy ``direct`` always takes it): the activated tensors are
+        then never written out nor read back. Elsewhere, and where any of the modules has
+        hooks (they would not run), the modules run as written.
+
+        Shapes: (N, C_in, H, W) -> (N, C_out, H / stride, W / stride).
         """
-        if self._fusable(x, norm, relu):
+        norms = (norm, ) if out_norm is None else (norm, out_norm)
+        if self._fusable(x, norms, relu):
             key = (type(self).__name__, 'activated', tuple(x.shape), x.dtype, x.device.type,
-                   algorithms.channels_last_kind(x), type(norm).__name__,
+                   algorithms.channels_last_kind(x), tuple(type(n).__name__ for n in norms),
                    tuple((lvl.in_channels, lvl.out_channels, lvl.kernel_size, lvl.groups,
                           lvl.stride, lvl.dilation) for lvl in self.levels))
             candidates = {  # 'native': the modules as written (the PyConv picks its forms)
-                'direct': lambda data, _: self._forward_activated_in_kernel(data, norm),
-                'native': lambda data, _: self(relu(norm(data))),
+                'direct': lambda data, _: self._forward_activated_in_kernel(data, norm, out_norm),
+                'native': lambda data, _: self._forward_activated_by_modules(
+                    data, norm, relu, out_norm),
             }
             if algorithms.choose(key, x, self.levels[0].weight, candidates) == 'direct':
-                return self._forward_activated_in_kernel(x, norm)
-        return self(relu(norm(x)))
+                return self._forward_activated_in_kernel(x, norm, out_norm)
+        return self._forward_activated_by_modules(x, norm, relu, out_norm)
 
-    def _fusable(self, x: torch.Tensor, norm: nn.Module, relu: nn.Module) -> bool:
-        """Whether :meth:`forward_activated` may apply ``norm`` and ``relu`` in the kernel."""
-        if self.ndim != 2 or torch.is_grad_enabled():
+    def _forward_activated_by_modules(self, x: torch.Tensor, norm: nn.Module, relu: nn.Module,
+                                      out_norm: Optional[nn.Module]) -> torch.Tensor:
+        out = self(relu(norm(x)))
+        return out if out_norm is None else relu(out_norm(out))
+
+    def _fusable(self, x: torch.Tensor, norms: Sequence[nn.Module], relu: nn.Module) -> bool:
+        """Whether :meth:`forward_activated` may apply ``norms`` and ``relu`` in the kernel."""
+        if self.ndim != 2 or torch.is_grad_enabled() or type(relu) is not nn.ReLU:
             return False
-        eval_norm = (isinstance(norm, _BatchNorm) and not norm.training
-                     and norm.running_mean is not None)
-        if not (eval_norm or type(norm) is nn.Identity) or type(relu) is not nn.ReLU:
-            return False
+        for norm in norms:
+            eval_norm = (isinstance(norm, _BatchNorm) and not norm.training
+                         and norm.running_mean is not None)
+            if not (eval_norm or type(norm) is nn.Identity):
+                return False
         if any(module._forward_hooks or module._forward_pre_hooks
-               for module in (self, norm, relu)):
+               for module in (self, relu, *norms)):
             return False
         return all(direct.usable(x, level) for level in self.levels)
 
-    def _forward_activated_in_kernel(self, x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
-        """Every level in the kernel, on ``relu(norm(x))`` formed as the kernel reads ``x``."""
-        if isinstance(norm, nn.Identity):
-            affine = (x.new_ones(x.shape[1]), x.new_zeros(x.shape[1]))
-        else:
-            affine = direct.batch_norm_affine(norm)
+    def _forward_activated_in_kernel(self, x: torch.Tensor, norm: nn.Module,
+                                     out_norm: Optional[nn.Module]) -> torch.Tensor:
+        """Every level in the kernel, on ``relu(norm(x))`` formed as the kernel reads ``x``
+        (and ``relu(out_norm(.))`` as it stores its output)."""
         out = direct.empty_output(x, self.out_channels, direct.output_size(x, self.levels[0]))
-        return direct.conv_levels(x, list(self.levels), self._level_starts(), out,
-                                  activation=affine)
+        return direct.conv_levels(
+            x, list(self.levels), self._level_starts(), out,
+            activation=direct.batch_norm_affine(norm, x.shape[1]),
+            output_activation=None if out_norm is None else direct.batch_norm_affine(
+                out_norm, self.out_channels))
 
     def _level_starts(self) -> List[int]:
         """The first output channel of each level."""

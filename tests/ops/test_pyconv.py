@@ -410,20 +410,29 @@ def random_eval_norm(channels: int) -> nn.BatchNorm2d:
     return norm
 
 
+NORMS_AROUND = {  # what a block puts before and after its PyConv
+    'bn': random_eval_norm,
+    'identity': lambda channels: nn.Identity(),  # a norm folded by fuse_conv_bn
+    'none': lambda channels: None,  # after: nothing
+}
+
+
 @needs_direct_kernel
 @settings(max_examples=40, deadline=None, derandomize=True)
-@given(case=direct_cases(), channels_last=st.booleans(), identity=st.booleans())
-def test_direct_kernel_applies_norm_and_relu_as_it_reads_its_input(case, channels_last,
-                                                                   identity):
-    """Inference of a block's PyConv after its 1x1 (``forward_activated``): the kernel
+@given(case=direct_cases(), channels_last=st.booleans(),
+       before=st.sampled_from(['bn', 'identity']), after=st.sampled_from(sorted(NORMS_AROUND)))
+def test_direct_kernel_applies_norms_and_relus_as_it_reads_and_stores(case, channels_last,
+                                                                      before, after):
+    """Inference of a block's PyConv between its norms (``forward_activated``): the kernel
     normalises (eval-mode BN, or the Identity that ``fuse_conv_bn`` leaves) and rectifies its
-    input as it copies it, every level in the kernel; equal to the modules run as written,
-    1e-5, a NaN of the input propagated as the stock ReLU does."""
+    input as it copies it and its output as it stores it, every level in the kernel; equal to
+    the modules run as written, 1e-5, a NaN of the input propagated as the stock ReLU does."""
     from pyconv_mm.ops import direct
     kwargs, shape = case
     torch.manual_seed(0)
     conv = PyConv2d(**kwargs).eval()
-    norm = nn.Identity() if identity else random_eval_norm(shape[1])
+    norm, out_norm = NORMS_AROUND[before](shape[1]), NORMS_AROUND[after](conv.out_channels)
+    relu = nn.ReLU(inplace=True)
     x = torch.randn(shape)
     x[0, 0, 0, 0] = float('nan')  # read by every level's centre tap at output (0, 0)
     if channels_last:
@@ -432,19 +441,22 @@ def test_direct_kernel_applies_norm_and_relu_as_it_reads_its_input(case, channel
     activations = []
     original = direct.conv_levels
 
-    def recorded(x, levels, c_offsets, out, activation=None):
-        activations.append(activation)
-        return original(x, levels, c_offsets, out, activation)
+    def recorded(*args, **kw):
+        activations.append((kw['activation'], kw['output_activation']))
+        return original(*args, **kw)
 
     direct.conv_levels = recorded
     try:
         with torch.no_grad(), algorithm_policy('direct'):
-            out = conv.forward_activated(x, norm, nn.ReLU(inplace=True))
+            out = conv.forward_activated(x, norm, relu, out_norm)
     finally:
         direct.conv_levels = original
     with torch.no_grad():
         expected = reference(torch.relu(norm(x)), conv, [lvl.weight for lvl in conv.levels])
-    assert len(activations) == 1 and activations[0] is not None  # one call, every level
+        if out_norm is not None:
+            expected = torch.relu(out_norm(expected))
+    assert len(activations) == 1  # one call, every level
+    assert activations[0][0] is not None and (activations[0][1] is None) == (out_norm is None)
     assert torch.equal(out.isnan(), expected.isnan()) and out.isnan().any()
     numbers = ~expected.isnan()
     torch.testing.assert_close(out[numbers], expected[numbers], rtol=1e-5,
@@ -456,38 +468,40 @@ def test_direct_kernel_applies_norm_and_relu_as_it_reads_its_input(case, channel
 @needs_direct_kernel
 def test_forward_activated_runs_the_modules_where_the_kernel_must_not_fold_them():
     """Training (batch statistics, gradients), other norms, another activation, or hooks on
-    any of the modules (which must run): the norm and the ReLU run as modules."""
+    any of the modules (which must run): the norms and the ReLU run as modules."""
     from pyconv_mm.ops import direct
     torch.manual_seed(0)
     conv = PyConv2d(16, 16, [3, 5], [1, 4])
     x = torch.randn(2, 16, 12, 12)
 
-    def forms_taken(norm, act, grad=False):
+    def activations_taken(norm, act, out_norm, grad=False):
         calls = []
         original = direct.conv_levels
         direct.conv_levels = lambda *a, **kw: calls.append(kw.get('activation')) or original(
             *a, **kw)
         try:
             with torch.set_grad_enabled(grad), algorithm_policy('direct'):
-                out = conv.forward_activated(x, norm, act)
+                out = conv.forward_activated(x, norm, act, out_norm)
         finally:
             direct.conv_levels = original
         with torch.no_grad():
-            torch.testing.assert_close(out, conv(act(norm(x))), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(out, act(out_norm(conv(act(norm(x))))), rtol=1e-5,
+                                       atol=1e-5)
         return calls
 
-    norm, relu = random_eval_norm(16), nn.ReLU(inplace=True)
-    assert forms_taken(norm, relu)[0] is not None  # folded
-    assert forms_taken(norm, relu, grad=True) == []  # training: LevelsFunction, not folded
+    norm, out_norm, relu = random_eval_norm(16), random_eval_norm(16), nn.ReLU(inplace=True)
+    assert activations_taken(norm, relu, out_norm)[0] is not None  # folded
+    assert activations_taken(norm, relu, out_norm, grad=True) == []  # LevelsFunction instead
     conv.eval()
-    assert forms_taken(norm.train(), relu) == [None]  # batch statistics
-    assert forms_taken(nn.GroupNorm(4, 16), relu) == [None]
-    assert forms_taken(norm.eval(), nn.GELU()) == [None]
+    assert activations_taken(norm.train(), relu, out_norm) == [None]  # batch statistics
+    assert activations_taken(norm.eval(), relu, out_norm.train()) == [None]
+    assert activations_taken(nn.GroupNorm(4, 16), relu, out_norm.eval()) == [None]
+    assert activations_taken(norm, nn.GELU(), out_norm) == [None]
     seen = []
-    handle = norm.register_forward_hook(lambda *args: seen.append(1))
-    assert forms_taken(norm, relu) == [None] and seen == [1, 1]  # and the check's own call
+    handle = out_norm.register_forward_hook(lambda *args: seen.append(1))
+    assert activations_taken(norm, relu, out_norm) == [None] and seen == [1, 1]  # and the check
     handle.remove()
-    assert forms_taken(norm, relu)[0] is not None
+    assert activations_taken(norm, relu, out_norm)[0] is not None
 
 
 @needs_direct_kernel
@@ -523,6 +537,12 @@ def test_direct_kernel_reports_bad_input():
     with pytest.raises(RuntimeError, match=r'one float32 value per input channel \(4\), got 3'):
         direct._run(x, [weight], [None], [1], [0], 1, out,
                     activation=(torch.ones(3), torch.zeros(3)))
+    with pytest.raises(RuntimeError, match=r'one float32 value per output channel \(6\), got 4'):
+        direct._run(x, [weight], [None], [1], [0], 1, out,
+                    output_activation=(torch.ones(4), torch.zeros(4)))
+    with pytest.raises(RuntimeError, match='summed into the same channels take no output'):
+        direct._run(x, [weight, weight], [None] * 2, [1, 1], [0, 0], 1, out,
+                    output_activation=(torch.ones(6), torch.zeros(6)))
 
 
 @needs_direct_kernel

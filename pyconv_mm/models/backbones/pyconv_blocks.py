@@ -131,10 +131,8 @@ class PyConvBottleneck(PyConvBlockBase):
         return self.norm(3)
 
     def reduce_and_pyconv(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C_in, *S) -> (N, mid_channels, *S / stride): conv1, norm1, ReLU, PyConv (in
-        inference, norm1 and the ReLU inside the PyConv's kernel where it can, see
-        :meth:`~pyconv_mm.ops.PyConv2d.forward_activated`)."""
-        return self.conv2.forward_activated(self.conv1(x), self.norm(1), self.relu)
+        """(N, C_in, *S) -> (N, mid_channels, *S / stride): conv1, norm1, ReLU, PyConv."""
+        return self.conv2(self.relu(self.norm(1)(self.conv1(x))))
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         # under with_cp the whole block is recomputed already
@@ -142,9 +140,10 @@ class PyConvBottleneck(PyConvBlockBase):
                 and torch.is_grad_enabled()):
             out = checkpoint_once(self.reduce_and_pyconv, x,
                                   (self.conv1, self.norm(1), self.conv2))
-        else:
-            out = self.reduce_and_pyconv(x)
-        out = self.relu(self.norm(2)(out))
+            out = self.relu(self.norm(2)(out))
+        else:  # in inference, the PyConv's kernel may apply norm1, norm2 and their ReLUs
+            out = self.conv2.forward_activated(self.conv1(x), self.norm(1), self.relu,
+                                               self.norm(2))
         return self.norm(3)(self.conv3(out))
 
 

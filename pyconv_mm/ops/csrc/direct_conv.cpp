@@ -42,6 +42,10 @@ struct Tile {
   int64_t kernel_h, kernel_w, dilation;
   int64_t offset_y, offset_x;  // buffer padding minus the level's padding above and left
   const float* bias;  // bias of the tile's first output channel, or null
+  // with `scale` (null: none), outputs are stored as max(v * scale[co] + shift[co], 0), v
+  // with the bias added: a batch norm (eval) and a ReLU after the convolution
+  const float* scale;
+  const float* shift;
   float* out;         // output element (n, first channel, first row, column 0)
   int64_t out_stride_c, out_stride_h, out_stride_w, out_width;
   int rows;         // output rows to store
@@ -60,6 +64,9 @@ inline void store_tile(const Tile& t, __m512 (&acc)[R][CO], int64_t ox0) {
     for (int co = 0; co < CO; ++co) {
       __m512 v = acc[r][co];
       if (t.bias != nullptr) v = _mm512_add_ps(v, _mm512_set1_ps(t.bias[co]));
+      if (t.scale != nullptr)
+        v = _mm512_max_ps(_mm512_setzero_ps(), _mm512_fmadd_ps(v, _mm512_set1_ps(t.scale[co]),
+                                                               _mm512_set1_ps(t.shift[co])));
       float* dst = t.out + co * t.out_stride_c + r * t.out_stride_h + ox0 * t.out_stride_w;
       if (t.out_stride_w == 1) {
         if (t.accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, dst));
@@ -371,9 +378,10 @@ void copy_row_channels_last(const float* in_row, int64_t pixel_stride, int64_t C
 // Band of planar outputs (C channels of `rows` x `width` floats, C a multiple of 16) stored
 // to (or with `accumulate` added into) a channels_last output: pixel x's channels at
 // out + x * pixel_stride, rows `row_stride` apart.
+// With `scale` (null: none), values are stored as max(v * scale[c] + shift[c], 0).
 void store_band_channels_last(const float* band, int64_t C, int64_t rows, int64_t width,
                               int64_t W, float* out, int64_t row_stride, int64_t pixel_stride,
-                              bool accumulate) {
+                              bool accumulate, const float* scale, const float* shift) {
   const int64_t channel_floats = kBandRows * width;
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t x0 = 0; x0 < W; x0 += 16) {
@@ -385,6 +393,11 @@ void store_band_channels_last(const float* band, int64_t C, int64_t rows, int64_
           v[c] = _mm512_loadu_ps(band + (c0 + c) * channel_floats + r * width + x0);
         transpose16(v);
         float* dst = out + r * row_stride + x0 * pixel_stride + c0;
+        if (scale != nullptr) {  // channels are the lanes now
+          const __m512 a = _mm512_loadu_ps(scale + c0), b = _mm512_loadu_ps(shift + c0);
+          for (int j = 0; j < valid; ++j)
+            v[j] = _mm512_max_ps(_mm512_setzero_ps(), _mm512_fmadd_ps(v[j], a, b));
+        }
         for (int j = 0; j < valid; ++j) {
           __m512 value = v[j];
           if (accumulate) value = _mm512_add_ps(value, _mm512_loadu_ps(dst + j * pixel_stride));
@@ -493,14 +506,19 @@ bool supported() { return __builtin_cpu_supports("avx512f") && __builtin_cpu_sup
 // [in_offsets[i], + C_i = in_counts[i]) of x. Levels writing the same channels (identical
 // ranges) are summed. `biases[i]` may be empty (no bias). A level with `paddings[i]` = {top,
 // left} has any KH x KW kernel instead (stride 1, dilation 1): top rows and left columns of
-// zeros, and as many below and right as keep the output the input's size.
+// zeros, and as many below and right as keep the output the input's size. With
+// `input_scale`/`input_shift` (one value per channel of x; empty: none) the levels convolve
+// max(x * scale + shift, 0) instead of x, formed as bands are copied; with `output_scale`/
+// `output_shift` (one per channel of out) the channels the levels write hold max(y * scale +
+// shift, 0) instead of y: an eval-mode batch norm and a ReLU before and after the levels.
 void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weights,
                  const std::vector<torch::Tensor>& biases, const std::vector<int64_t>& dilations,
                  const std::vector<int64_t>& c_offsets, const std::vector<int64_t>& in_offsets,
                  const std::vector<int64_t>& in_counts,
                  const std::vector<std::vector<int64_t>>& paddings, int64_t stride,
                  torch::Tensor& out, bool accumulate, const torch::Tensor& input_scale,
-                 const torch::Tensor& input_shift) {
+                 const torch::Tensor& input_shift, const torch::Tensor& output_scale,
+                 const torch::Tensor& output_shift) {
   TORCH_CHECK(supported(), "pyconv direct kernel: this CPU has no AVX-512");
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat && x.device().is_cpu(),
               "pyconv direct kernel: expected a 4D float32 CPU input, got ", x.sizes(), " ",
@@ -539,6 +557,20 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
   }
   const float* scale_c = activation ? scale.data_ptr<float>() + in_first : nullptr;
   const float* shift_c = activation ? shift.data_ptr<float>() + in_first : nullptr;
+  // the output's activation: max(y * scale + shift, 0) per channel, applied as tiles store
+  const bool out_activation = output_scale.numel() > 0;
+  torch::Tensor out_scale, out_shift;
+  if (out_activation) {
+    TORCH_CHECK(output_scale.numel() == out.size(1) && output_shift.numel() == out.size(1) &&
+                    output_scale.scalar_type() == torch::kFloat &&
+                    output_shift.scalar_type() == torch::kFloat,
+                "pyconv direct kernel: the output's scale and shift need one float32 value per "
+                "output channel (", out.size(1), "), got ", output_scale.numel(), " and ",
+                output_shift.numel());
+    TORCH_CHECK(!accumulate, "pyconv direct kernel: an output activation needs accumulate off");
+    out_scale = output_scale.contiguous();
+    out_shift = output_shift.contiguous();
+  }
   const int64_t Ho = out.size(2), Wo = out.size(3);
   std::vector<torch::Tensor> keep;  // contiguous copies live until the end
   std::vector<Level> levels;
@@ -595,6 +627,8 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
                   "level's without being the same");
       lvl.adds = lvl.adds || same;
     }
+    TORCH_CHECK(!(lvl.adds && out_activation), "pyconv direct kernel: level ", i,
+                ": levels summed into the same channels take no output activation");
     lvl.tile = stride == 1 ? pick_tile<1>(lvl.kernel_h, lvl.kernel_w, lvl.dilation,
                                           lvl.out_per_group, &lvl.tile_rows, &lvl.tile_channels)
                            : pick_tile<2>(lvl.kernel_h, lvl.kernel_w, lvl.dilation,
@@ -717,6 +751,12 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
             const int64_t channel = group * lvl.out_per_group + oc;  // within the level
             t.weight = lvl.weight + channel * t.weight_stride;
             t.bias = lvl.bias == nullptr ? nullptr : lvl.bias + channel;
+            if (out_activation && !transpose_out) {  // else applied as the band is stored
+              t.scale = out_scale.data_ptr<float>() + lvl.c_offset + channel;
+              t.shift = out_shift.data_ptr<float>() + lvl.c_offset + channel;
+            } else {
+              t.scale = t.shift = nullptr;
+            }
             for (int64_t j = 0; j < band_rows; j += lvl.tile_rows) {
               t.in_y = j * stride;
               t.rows = static_cast<int>(std::min<int64_t>(lvl.tile_rows, band_rows - j));
@@ -733,7 +773,9 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
       if (transpose_out)
         store_band_channels_last(band_out.data(), covered, band_rows, band_width, Wo,
                                  dst + n * out.stride(0) + oy0 * out.stride(2) + c_first,
-                                 out.stride(2), out.stride(3), accumulate);
+                                 out.stride(2), out.stride(3), accumulate,
+                                 out_activation ? out_scale.data_ptr<float>() + c_first : nullptr,
+                                 out_activation ? out_shift.data_ptr<float>() + c_first : nullptr);
     }
   });
 }
