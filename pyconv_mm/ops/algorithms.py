@@ -10,7 +10,9 @@ benchmark mode). Four forms compute the same grouped convolution:
   columns; 2D, fp32, training only at stride 1. It computes all grouped levels of a PyConv in one pass
   over the input, straight into the PyConv's output, so it is chosen for a PyConv as a whole:
   ``auto`` times the PyConv once with its levels' best stock forms, with the kernel on its
-  grouped levels, and with the kernel on every level (the dense one too).
+  grouped levels, and with the kernel on every level (the dense one too). In inference a
+  bottleneck's PyConv with every level in the kernel is also timed with the block's norms and
+  ReLUs applied by the kernel as it reads and stores (``PyConv2d.forward_activated``).
 
 Stock CPU kernels for grouped convolutions whose groups have few channels are slow (measured
 here, 2 cores, channels_last, batch 8: a 64-channel 9x9 conv with 16 groups at 56x56 took

@@ -190,7 +190,8 @@ def batch_norm_affine(norm: nn.Module, channels: int) -> Affine:
     normalises with its running statistics (eval mode), as ATen computes them, or an
     ``nn.Identity`` (e.g. a norm that :func:`~pyconv_mm.ops.fuse_conv_bn` folded away)."""
     if isinstance(norm, nn.Identity):
-        return torch.ones(channels), torch.zeros(channels)
+        return (torch.ones(channels, dtype=torch.float32),
+                torch.zeros(channels, dtype=torch.float32))
     with torch.no_grad():
         scale = torch.rsqrt(norm.running_var + norm.eps)
         if norm.weight is not None:
