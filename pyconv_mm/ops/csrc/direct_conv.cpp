@@ -24,6 +24,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -496,6 +498,19 @@ struct Level {
   int tile_rows, tile_channels;
 };
 
+// The (scale, shift) of an activation, contiguous, after checking that each has one float32
+// value per channel; undefined tensors when none is given (empty tensors).
+std::pair<torch::Tensor, torch::Tensor> checked_affine(const torch::Tensor& scale,
+                                                       const torch::Tensor& shift,
+                                                       int64_t channels, const char* side) {
+  if (scale.numel() == 0) return {};
+  TORCH_CHECK(scale.numel() == channels && shift.numel() == channels &&
+                  scale.scalar_type() == torch::kFloat && shift.scalar_type() == torch::kFloat,
+              "pyconv direct kernel: the ", side, "'s scale and shift need one float32 value per ",
+              side, " channel (", channels, "), got ", scale.numel(), " and ", shift.numel());
+  return {scale.contiguous(), shift.contiguous()};
+}
+
 }  // namespace
 
 bool supported() { return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma"); }
@@ -542,35 +557,17 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
     in_end = std::max(in_end, in_offsets[i] + in_counts[i]);
   }
   const int64_t N = x.size(0), C = in_end - in_first, H = x.size(2), W = x.size(3);
-  // the input's activation: max(x * scale + shift, 0) per channel, applied as bands are copied
-  const bool activation = input_scale.numel() > 0;
-  torch::Tensor scale, shift;
-  if (activation) {
-    TORCH_CHECK(input_scale.numel() == x.size(1) && input_shift.numel() == x.size(1) &&
-                    input_scale.scalar_type() == torch::kFloat &&
-                    input_shift.scalar_type() == torch::kFloat,
-                "pyconv direct kernel: the input's scale and shift need one float32 value per "
-                "input channel (", x.size(1), "), got ", input_scale.numel(), " and ",
-                input_shift.numel());
-    scale = input_scale.contiguous();
-    shift = input_shift.contiguous();
-  }
+  // the activations: max(v * scale + shift, 0) per channel, of the input as bands are copied
+  // and of the output as it is stored
+  torch::Tensor scale, shift, out_scale, out_shift;
+  std::tie(scale, shift) = checked_affine(input_scale, input_shift, x.size(1), "input");
+  std::tie(out_scale, out_shift) =
+      checked_affine(output_scale, output_shift, out.size(1), "output");
+  const bool activation = scale.defined(), out_activation = out_scale.defined();
+  TORCH_CHECK(!(accumulate && out_activation),
+              "pyconv direct kernel: an output activation needs accumulate off");
   const float* scale_c = activation ? scale.data_ptr<float>() + in_first : nullptr;
   const float* shift_c = activation ? shift.data_ptr<float>() + in_first : nullptr;
-  // the output's activation: max(y * scale + shift, 0) per channel, applied as tiles store
-  const bool out_activation = output_scale.numel() > 0;
-  torch::Tensor out_scale, out_shift;
-  if (out_activation) {
-    TORCH_CHECK(output_scale.numel() == out.size(1) && output_shift.numel() == out.size(1) &&
-                    output_scale.scalar_type() == torch::kFloat &&
-                    output_shift.scalar_type() == torch::kFloat,
-                "pyconv direct kernel: the output's scale and shift need one float32 value per "
-                "output channel (", out.size(1), "), got ", output_scale.numel(), " and ",
-                output_shift.numel());
-    TORCH_CHECK(!accumulate, "pyconv direct kernel: an output activation needs accumulate off");
-    out_scale = output_scale.contiguous();
-    out_shift = output_shift.contiguous();
-  }
   const int64_t Ho = out.size(2), Wo = out.size(3);
   std::vector<torch::Tensor> keep;  // contiguous copies live until the end
   std::vector<Level> levels;
