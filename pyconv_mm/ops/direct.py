@@ -88,6 +88,12 @@ def max_pool2d_with_positions(x: torch.Tensor, kernel_size: Sequence[int], strid
                                                 list(padding)))
 
 
+def max_pool2d(x: torch.Tensor, kernel_size: Sequence[int], stride: Sequence[int],
+               padding: Sequence[int]) -> torch.Tensor:
+    """The output of :func:`max_pool2d_with_positions` alone (inference: no positions kept)."""
+    return _ext.max_pool2d(x, list(kernel_size), list(stride), list(padding))
+
+
 def max_pool2d_grad(positions: torch.Tensor, grad: torch.Tensor, input_size: Sequence[int],
                     kernel_size: Sequence[int], stride: Sequence[int],
                     padding: Sequence[int]) -> torch.Tensor:

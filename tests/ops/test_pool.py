@@ -84,7 +84,7 @@ def test_pyconvresnet_keeps_no_pool_indices_for_backward():
     dict(kernel_size=1, stride=3, padding=0),  # rows and columns no window reaches
 ])
 @pytest.mark.parametrize('values', ['random', 'ties', 'nan'])
-@pytest.mark.parametrize('channels', [32, 64])  # 64: four 16-channel blocks at a time
+@pytest.mark.parametrize('channels', [32, 64, 128])  # 64, 128: 4 and 8 blocks of 16 at a time
 def test_kernel_pool_equals_the_stock_pool_bit_for_bit(window, values, channels, monkeypatch):
     """On CPU channels_last inputs of whole 16-channel blocks our kernel pools and keeps one
     byte per output element, the maximum's position in its window; its backward pass gives the
@@ -118,8 +118,12 @@ def test_kernel_pool_equals_the_stock_pool_bit_for_bit(window, values, channels,
     assert y_ours.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(x_ours.grad, x_stock.grad)
     assert x_ours.grad.is_contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():  # inference: the kernel's pool too
+    inference, original_pool = [], direct.max_pool2d
+    monkeypatch.setattr(direct, 'max_pool2d',
+                        lambda *args: inference.append(args) or original_pool(*args))
+    with torch.no_grad():  # inference: the kernel's pool without positions
         assert torch.equal(IndexFreeMaxPool2d(**window)(x).nan_to_num(), y_stock.nan_to_num())
+    assert len(inference) == 1
 
 
 @needs_direct_kernel

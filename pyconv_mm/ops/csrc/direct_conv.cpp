@@ -922,6 +922,8 @@ std::vector<torch::Tensor> max_pool2d_with_positions(const torch::Tensor& x,
                                                      const std::vector<int64_t>& kernel,
                                                      const std::vector<int64_t>& stride,
                                                      const std::vector<int64_t>& padding);
+torch::Tensor max_pool2d(const torch::Tensor& x, const std::vector<int64_t>& kernel,
+                         const std::vector<int64_t>& stride, const std::vector<int64_t>& padding);
 torch::Tensor max_pool2d_grad(const torch::Tensor& positions, const torch::Tensor& grad,
                               int64_t H, int64_t W, const std::vector<int64_t>& kernel,
                               const std::vector<int64_t>& stride,
@@ -935,6 +937,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("weight_grads", &weight_grads, "weight gradients of grouped levels of stride 1 or 2");
   m.def("max_pool2d_with_positions", &max_pool2d_with_positions,
         "channels_last max pool and the position of each maximum in its window (uint8)");
+  m.def("max_pool2d", &max_pool2d, "channels_last max pool (no positions: inference)");
   m.def("max_pool2d_grad", &max_pool2d_grad,
         "input gradient of a channels_last max pool from its maxima's positions");
   m.def("weight_grad_supported", &weight_grad_supported,

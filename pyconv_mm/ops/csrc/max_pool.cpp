@@ -27,8 +27,8 @@ struct PoolWindow {
 
 // One output row of one image, B blocks of 16 channels at a time (independent chains for the
 // out-of-order core; 8 blocks beat 4 and 1 on PyConvResNet's shortcut pools): each window's
-// maximum into `out` and its position in the unclipped window into `where`.
-template <int B>
+// maximum into `out` and, with kPositions, its position in the unclipped window into `where`.
+template <int B, bool kPositions>
 void pool_row(const float* x, float* out, uint8_t* where, int64_t oy, int64_t H, int64_t W,
               int64_t Wo, int64_t C, const PoolWindow& p) {
   const int64_t y0 = oy * p.sh - p.ph;
@@ -56,14 +56,15 @@ void pool_row(const float* x, float* out, uint8_t* where, int64_t oy, int64_t H,
             const __mmask16 wins = _mm512_cmp_ps_mask(v, best[b], _CMP_GT_OQ) |
                                    _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
             best[b] = _mm512_mask_mov_ps(best[b], wins, v);
-            at[b] = _mm512_mask_mov_epi32(at[b], wins, here);
+            if (kPositions) at[b] = _mm512_mask_mov_epi32(at[b], wins, here);
           }
         }
 #pragma GCC unroll 8
       for (int b = 0; b < B; ++b) {
         _mm512_storeu_ps(out + ox * C + c0 + 16 * b, best[b]);
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(where + ox * C + c0 + 16 * b),
-                         _mm512_cvtepi32_epi8(at[b]));
+        if (kPositions)
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(where + ox * C + c0 + 16 * b),
+                           _mm512_cvtepi32_epi8(at[b]));
       }
     }
   }
@@ -124,13 +125,13 @@ void check_channels_last(const torch::Tensor& t, const char* what) {
 
 }  // namespace
 
-// max_pool2d(x, kernel, stride, padding) (dilation 1, floor mode) and the position of each
-// maximum in its window (uint8, (N, Ho, Wo, C)); x contiguous channels_last float32, channels
-// a multiple of 16.
-std::vector<torch::Tensor> max_pool2d_with_positions(const torch::Tensor& x,
-                                                     const std::vector<int64_t>& kernel,
-                                                     const std::vector<int64_t>& stride,
-                                                     const std::vector<int64_t>& padding) {
+namespace {
+
+// The pool's output and, with `positions`, where each maximum lies in its window (uint8, (N,
+// Ho, Wo, C)); else an empty tensor.
+std::vector<torch::Tensor> pool(const torch::Tensor& x, const std::vector<int64_t>& kernel,
+                                const std::vector<int64_t>& stride,
+                                const std::vector<int64_t>& padding, bool positions) {
   check_channels_last(x, "input");
   const PoolWindow p = window_of(kernel, stride, padding);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
@@ -138,23 +139,42 @@ std::vector<torch::Tensor> max_pool2d_with_positions(const torch::Tensor& x,
               x.sizes(), " smaller than the window");
   const int64_t Ho = (H + 2 * p.ph - p.kh) / p.sh + 1, Wo = (W + 2 * p.pw - p.kw) / p.sw + 1;
   auto out = torch::empty({N, C, Ho, Wo}, x.options().memory_format(torch::MemoryFormat::ChannelsLast));
-  auto where = torch::empty({N, Ho, Wo, C}, x.options().dtype(torch::kUInt8));
+  auto where = positions ? torch::empty({N, Ho, Wo, C}, x.options().dtype(torch::kUInt8))
+                         : torch::empty({0}, x.options().dtype(torch::kUInt8));
   const float* src = x.data_ptr<float>();
   float* dst = out.data_ptr<float>();
   uint8_t* at = where.data_ptr<uint8_t>();
+  using RowFn = decltype(&pool_row<1, true>);
+  const RowFn row = C % 128 == 0 ? (positions ? &pool_row<8, true> : &pool_row<8, false>)
+                    : C % 64 == 0 ? (positions ? &pool_row<4, true> : &pool_row<4, false>)
+                                  : (positions ? &pool_row<1, true> : &pool_row<1, false>);
   at::parallel_for(0, N * Ho, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / Ho, oy = task % Ho;
       const int64_t offset = (n * Ho + oy) * Wo * C;
-      if (C % 128 == 0)
-        pool_row<8>(src + n * H * W * C, dst + offset, at + offset, oy, H, W, Wo, C, p);
-      else if (C % 64 == 0)
-        pool_row<4>(src + n * H * W * C, dst + offset, at + offset, oy, H, W, Wo, C, p);
-      else
-        pool_row<1>(src + n * H * W * C, dst + offset, at + offset, oy, H, W, Wo, C, p);
+      row(src + n * H * W * C, dst + offset, positions ? at + offset : nullptr, oy, H, W, Wo, C,
+          p);
     }
   });
   return {out, where};
+}
+
+}  // namespace
+
+// max_pool2d(x, kernel, stride, padding) (dilation 1, floor mode) and the position of each
+// maximum in its window (uint8, (N, Ho, Wo, C)); x contiguous channels_last float32, channels
+// a multiple of 16.
+std::vector<torch::Tensor> max_pool2d_with_positions(const torch::Tensor& x,
+                                                     const std::vector<int64_t>& kernel,
+                                                     const std::vector<int64_t>& stride,
+                                                     const std::vector<int64_t>& padding) {
+  return pool(x, kernel, stride, padding, true);
+}
+
+// The same pool's output alone (inference: no backward pass needs the positions).
+torch::Tensor max_pool2d(const torch::Tensor& x, const std::vector<int64_t>& kernel,
+                         const std::vector<int64_t>& stride, const std::vector<int64_t>& padding) {
+  return pool(x, kernel, stride, padding, false)[0];
 }
 
 // Input gradient (N, C, H, W) of max_pool2d_with_positions for the output gradient `grad`
