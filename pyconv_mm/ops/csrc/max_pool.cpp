@@ -123,10 +123,6 @@ void check_channels_last(const torch::Tensor& t, const char* what) {
               "tensor of whole 16-channel blocks, got ", t.sizes(), " ", t.scalar_type());
 }
 
-}  // namespace
-
-namespace {
-
 // The pool's output and, with `positions`, where each maximum lies in its window (uint8, (N,
 // Ho, Wo, C)); else an empty tensor.
 std::vector<torch::Tensor> pool(const torch::Tensor& x, const std::vector<int64_t>& kernel,
