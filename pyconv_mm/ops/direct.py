@@ -192,9 +192,10 @@ def conv_levels(x: torch.Tensor, levels: Sequence[nn.Conv2d], c_offsets: Sequenc
 
 
 def batch_norm_affine(norm: nn.Module, channels: int) -> Affine:
-    """(scale, shift) with ``norm(x) = x * scale + shift`` per channel, for a batch norm that
-    normalises with its running statistics (eval mode), as ATen computes them, or an
-    ``nn.Identity`` (e.g. a norm that :func:`~pyconv_mm.ops.fuse_conv_bn` folded away)."""
+    """(scale, shift) with ``norm(x) = x * scale + shift`` per channel, in the norm's dtype,
+    for a batch norm that normalises with its running statistics (eval mode), as ATen computes
+    them, or an ``nn.Identity`` (e.g. a norm that :func:`~pyconv_mm.ops.fuse_conv_bn` folded
+    away; float32)."""
     if isinstance(norm, nn.Identity):
         return (torch.ones(channels, dtype=torch.float32),
                 torch.zeros(channels, dtype=torch.float32))
@@ -205,7 +206,7 @@ def batch_norm_affine(norm: nn.Module, channels: int) -> Affine:
         shift = -norm.running_mean * scale
         if norm.bias is not None:
             shift = shift + norm.bias
-    return scale.float(), shift.float()
+    return scale, shift
 
 
 def _run(x: torch.Tensor, weights: Sequence[torch.Tensor],

@@ -12,14 +12,14 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .direct import batch_norm_affine
 from .pyconv import _PyConvNd
 
 
 def _fold(conv: nn.modules.conv._ConvNd, bn: _BatchNorm, start: int = 0) -> None:
     """Fold channels ``start:start + conv.out_channels`` of ``bn`` into ``conv`` in place."""
     end = start + conv.out_channels
-    scale = bn.weight[start:end] / torch.sqrt(bn.running_var[start:end] + bn.eps)
-    shift = bn.bias[start:end] - bn.running_mean[start:end] * scale
+    scale, shift = (t[start:end] for t in batch_norm_affine(bn, bn.num_features))
     bias = conv.bias if conv.bias is not None else torch.zeros_like(shift)
     with torch.no_grad():
         conv.weight.mul_(scale.reshape(-1, *([1] * (conv.weight.dim() - 1))))

@@ -117,10 +117,7 @@ class _PyConvNd(nn.Module):
         """
         norms = (norm, ) if out_norm is None else (norm, out_norm)
         if self._fusable(x, norms, relu):
-            key = (type(self).__name__, 'activated', tuple(x.shape), x.dtype, x.device.type,
-                   algorithms.channels_last_kind(x), tuple(type(n).__name__ for n in norms),
-                   tuple((lvl.in_channels, lvl.out_channels, lvl.kernel_size, lvl.groups,
-                          lvl.stride, lvl.dilation) for lvl in self.levels))
+            key = self._whole_key('activated', x) + (tuple(type(n).__name__ for n in norms), )
             candidates = {  # 'native': the modules as written (the PyConv picks its forms)
                 'direct': lambda data, _: self._forward_activated_in_kernel(data, norm, out_norm),
                 'native': lambda data, _: self._forward_activated_by_modules(
@@ -153,12 +150,23 @@ class _PyConvNd(nn.Module):
                                      out_norm: Optional[nn.Module]) -> torch.Tensor:
         """Every level in the kernel, on ``relu(norm(x))`` formed as the kernel reads ``x``
         (and ``relu(out_norm(.))`` as it stores its output)."""
+        def float32_affine(module: nn.Module, channels: int) -> direct.Affine:
+            return tuple(t.float() for t in direct.batch_norm_affine(module, channels))
+
         out = direct.empty_output(x, self.out_channels, direct.output_size(x, self.levels[0]))
         return direct.conv_levels(
             x, list(self.levels), self._level_starts(), out,
-            activation=direct.batch_norm_affine(norm, x.shape[1]),
-            output_activation=None if out_norm is None else direct.batch_norm_affine(
+            activation=float32_affine(norm, x.shape[1]),
+            output_activation=None if out_norm is None else float32_affine(
                 out_norm, self.out_channels))
+
+    def _whole_key(self, choice: str, x: torch.Tensor) -> tuple:
+        """The cache key of a choice ``auto`` makes for the whole PyConv on ``x``: its levels'
+        shapes, the input's shape, dtype, device and memory format, and the grad mode."""
+        return (type(self).__name__, choice, tuple(x.shape), x.dtype, x.device.type,
+                algorithms.channels_last_kind(x), torch.is_grad_enabled(),
+                tuple((lvl.in_channels, lvl.out_channels, lvl.kernel_size, lvl.groups,
+                       lvl.stride, lvl.dilation) for lvl in self.levels))
 
     def _level_starts(self) -> List[int]:
         """The first output channel of each level."""
@@ -183,10 +191,7 @@ class _PyConvNd(nn.Module):
 
         def in_kernel(levels: set) -> List[str]:
             return ['direct' if i in levels else form for i, form in enumerate(stock)]
-        key = (type(self).__name__, 'direct', tuple(x.shape), x.dtype, x.device.type,
-               algorithms.channels_last_kind(x), torch.is_grad_enabled(),
-               tuple((lvl.in_channels, lvl.out_channels, lvl.kernel_size, lvl.groups,
-                      lvl.stride, lvl.dilation) for lvl in self.levels))
+        key = self._whole_key('direct', x)
         probe = []  # timing runs a copy: no gradient reaches this PyConv's parameters
 
         def timed(forms: List[str]):

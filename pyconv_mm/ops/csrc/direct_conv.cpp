@@ -57,6 +57,12 @@ struct Tile {
 #pragma GCC push_options
 #pragma GCC target("avx512f,fma")
 
+// max(v * a + b, 0): an eval-mode batch norm and a ReLU; a NaN stays NaN, as in torch (MAXPS
+// returns its second operand when one is NaN).
+inline __m512 affine_relu(__m512 v, __m512 a, __m512 b) {
+  return _mm512_max_ps(_mm512_setzero_ps(), _mm512_fmadd_ps(v, a, b));
+}
+
 template <int R, int CO>
 inline void store_tile(const Tile& t, __m512 (&acc)[R][CO], int64_t ox0) {
   alignas(64) float lanes[16];
@@ -67,8 +73,7 @@ inline void store_tile(const Tile& t, __m512 (&acc)[R][CO], int64_t ox0) {
       __m512 v = acc[r][co];
       if (t.bias != nullptr) v = _mm512_add_ps(v, _mm512_set1_ps(t.bias[co]));
       if (t.scale != nullptr)
-        v = _mm512_max_ps(_mm512_setzero_ps(), _mm512_fmadd_ps(v, _mm512_set1_ps(t.scale[co]),
-                                                               _mm512_set1_ps(t.shift[co])));
+        v = affine_relu(v, _mm512_set1_ps(t.scale[co]), _mm512_set1_ps(t.shift[co]));
       float* dst = t.out + co * t.out_stride_c + r * t.out_stride_h + ox0 * t.out_stride_w;
       if (t.out_stride_w == 1) {
         if (t.accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, dst));
@@ -334,8 +339,8 @@ inline void transpose16(__m512 (&r)[16]) {
 // One image row of a channels_last input (channels adjacent, pixels `pixel_stride` apart,
 // C a multiple of 16) into the planar band buffer: 16 pixels x 16 channels per transpose.
 // Column xi goes to buffer column xi + pad, split into S phase planes of `plane` floats.
-// With `activation`, each value v of channel c is copied as max(v * scale[c] + shift[c], 0) (an
-// eval-mode batch norm and a ReLU before the convolution; a NaN stays NaN, as in torch).
+// With kActivation, each value v of channel c is copied as affine_relu(v, scale[c], shift[c])
+// (an eval-mode batch norm and a ReLU before the convolution).
 template <int S, bool kActivation>
 void copy_row_channels_last(const float* in_row, int64_t pixel_stride, int64_t C, int64_t W,
                             int64_t pad, float* out_row, int64_t plane, const float* scale,
@@ -355,7 +360,7 @@ void copy_row_channels_last(const float* in_row, int64_t pixel_stride, int64_t C
         const __m512 a = _mm512_loadu_ps(scale + c0), b = _mm512_loadu_ps(shift + c0);
 #pragma GCC unroll 16
         for (int j = 0; j < 16; ++j)
-          v[j] = _mm512_max_ps(_mm512_setzero_ps(), _mm512_fmadd_ps(v[j], a, b));
+          v[j] = affine_relu(v[j], a, b);
       }
       transpose16(v);
       for (int c = 0; c < 16; ++c) {
@@ -398,7 +403,7 @@ void store_band_channels_last(const float* band, int64_t C, int64_t rows, int64_
         if (scale != nullptr) {  // channels are the lanes now
           const __m512 a = _mm512_loadu_ps(scale + c0), b = _mm512_loadu_ps(shift + c0);
           for (int j = 0; j < valid; ++j)
-            v[j] = _mm512_max_ps(_mm512_setzero_ps(), _mm512_fmadd_ps(v[j], a, b));
+            v[j] = affine_relu(v[j], a, b);
         }
         for (int j = 0; j < valid; ++j) {
           __m512 value = v[j];
