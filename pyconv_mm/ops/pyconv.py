@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from . import algorithms, direct
+from . import algorithms, direct, fused_inference
 from .pyramid import IntOrTuple, PyramidLevel, build_pyramid
 
 
@@ -100,65 +100,97 @@ class _PyConvNd(nn.Module):
         """
         return self._run_forms(x, self._forms(x))
 
-    def forward_activated(self, x: torch.Tensor, norm: nn.Module, relu: nn.Module,
+    def forward_activated(self, x: torch.Tensor, norm: Optional[nn.Module], relu: nn.Module,
                           out_norm: Optional[nn.Module] = None) -> torch.Tensor:
         """``self(relu(norm(x)))``, the PyConv of a residual block after its 1x1 reduction;
-        with ``out_norm``, ``relu(out_norm(self(relu(norm(x)))))``.
+        with ``out_norm``, ``relu(out_norm(self(relu(norm(x)))))``; ``norm=None``: ``x`` is
+        taken as it is (its norm and ReLU were fused into the 1x1 convolution before).
 
         In inference (no gradient recorded), with the norms batch norms in eval mode (or the
-        ``nn.Identity`` that :func:`~pyconv_mm.ops.fuse_conv_bn` leaves) and every level in
-        reach of our direct kernel, ``auto`` also times the kernel with each norm (a
-        per-channel scale and shift) and ReLU applied as it copies ``x`` into its bands and
-        stores its output (the policy ``direct`` always takes it): the activated tensors are
-        then never written out nor read back. Elsewhere, and where any of the modules has
-        hooks (they would not run), the modules run as written.
+        ``nn.Identity`` that :func:`~pyconv_mm.ops.fuse_conv_bn` leaves), ``auto`` also times
+        (the policy ``direct`` always takes the first):
 
-        Shapes: (N, C_in, H, W) -> (N, C_out, H / stride, W / stride).
+        * with every level in reach of our direct kernel, the kernel with each norm (a
+          per-channel scale and shift) and ReLU applied as it copies ``x`` into its bands and
+          stores its output: the activated tensors are never written out nor read back;
+        * without ``norm`` and with ``out_norm``, each level as one oneDNN convolution with
+          ``out_norm`` folded into its weight and the ReLU as a post-op
+          (:mod:`~pyconv_mm.ops.fused_inference`).
+
+        Elsewhere, and where any of the modules has hooks (they would not run), the modules
+        run as written.
+
+        Shapes: (N, C_in, *S) -> (N, C_out, *S / stride).
         """
-        norms = (norm, ) if out_norm is None else (norm, out_norm)
-        if self._fusable(x, norms, relu):
-            key = self._whole_key('activated', x) + (tuple(type(n).__name__ for n in norms), )
+        if self._activations_fusable(x, (norm, out_norm), relu):
             candidates = {  # 'native': the modules as written (the PyConv picks its forms)
-                'direct': lambda data, _: self._forward_activated_in_kernel(data, norm, out_norm),
                 'native': lambda data, _: self._forward_activated_by_modules(
-                    data, norm, relu, out_norm),
-            }
-            if algorithms.choose(key, x, self.levels[0].weight, candidates) == 'direct':
-                return self._forward_activated_in_kernel(x, norm, out_norm)
+                    data, norm, relu, out_norm)}
+            if self.ndim == 2 and all(direct.usable(x, level) for level in self.levels):
+                candidates['direct'] = (
+                    lambda data, _: self._forward_activated_in_kernel(data, norm, out_norm))
+            if norm is None and out_norm is not None and fused_inference.usable(x, ()):
+                candidates['fused'] = lambda data, _: self._forward_normed_by_onednn(
+                    data, out_norm)
+            if len(candidates) > 1:
+                key = self._whole_key('activated', x) + (
+                    tuple(type(n).__name__ for n in (norm, out_norm)), )
+                choice = algorithms.choose(key, x, self.levels[0].weight, candidates)
+                return candidates[choice](x, None)
         return self._forward_activated_by_modules(x, norm, relu, out_norm)
 
-    def _forward_activated_by_modules(self, x: torch.Tensor, norm: nn.Module, relu: nn.Module,
+    def _forward_activated_by_modules(self, x: torch.Tensor, norm: Optional[nn.Module],
+                                      relu: nn.Module,
                                       out_norm: Optional[nn.Module]) -> torch.Tensor:
-        out = self(relu(norm(x)))
+        out = self(x if norm is None else relu(norm(x)))
         return out if out_norm is None else relu(out_norm(out))
 
-    def _fusable(self, x: torch.Tensor, norms: Sequence[nn.Module], relu: nn.Module) -> bool:
-        """Whether :meth:`forward_activated` may apply ``norms`` and ``relu`` in the kernel."""
-        if self.ndim != 2 or torch.is_grad_enabled() or type(relu) is not nn.ReLU:
+    def _activations_fusable(self, x: torch.Tensor, norms: Sequence[Optional[nn.Module]],
+                             relu: nn.Module) -> bool:
+        """Whether :meth:`forward_activated` may apply ``norms`` and ``relu`` inside the
+        convolutions (one of them may be None)."""
+        if torch.is_grad_enabled() or type(relu) is not nn.ReLU:
             return False
+        norms = [norm for norm in norms if norm is not None]
         for norm in norms:
             eval_norm = (isinstance(norm, _BatchNorm) and not norm.training
                          and norm.running_mean is not None)
             if not (eval_norm or type(norm) is nn.Identity):
                 return False
-        if any(module._forward_hooks or module._forward_pre_hooks
-               for module in (self, relu, *norms)):
-            return False
-        return all(direct.usable(x, level) for level in self.levels)
+        return not any(module._forward_hooks or module._forward_pre_hooks
+                       for module in (self, relu, *norms))
 
-    def _forward_activated_in_kernel(self, x: torch.Tensor, norm: nn.Module,
+    def _forward_activated_in_kernel(self, x: torch.Tensor, norm: Optional[nn.Module],
                                      out_norm: Optional[nn.Module]) -> torch.Tensor:
         """Every level in the kernel, on ``relu(norm(x))`` formed as the kernel reads ``x``
         (and ``relu(out_norm(.))`` as it stores its output)."""
-        def float32_affine(module: nn.Module, channels: int) -> direct.Affine:
+        def float32_affine(module: Optional[nn.Module], channels: int) -> direct.Affine:
+            if module is None:
+                return None
             return tuple(t.float() for t in direct.batch_norm_affine(module, channels))
 
         out = direct.empty_output(x, self.out_channels, direct.output_size(x, self.levels[0]))
         return direct.conv_levels(
             x, list(self.levels), self._level_starts(), out,
             activation=float32_affine(norm, x.shape[1]),
-            output_activation=None if out_norm is None else float32_affine(
-                out_norm, self.out_channels))
+            output_activation=float32_affine(out_norm, self.out_channels))
+
+    def _forward_normed_by_onednn(self, x: torch.Tensor, out_norm: nn.Module) -> torch.Tensor:
+        """``relu(out_norm(self(x)))`` with each level one oneDNN convolution, its slice of
+        ``out_norm`` folded in, the ReLU a post-op; grouped levels in the stock form
+        (grouped or dense) that ``auto`` chose for them alone."""
+        scale, shift = direct.batch_norm_affine(out_norm, self.out_channels)
+        outs = []
+        for level, start in zip(self.levels, self._level_starts()):
+            part = slice(start, start + level.out_channels)
+            weight, bias = fused_inference.fold(level.weight, level.bias, scale[part],
+                                                shift[part])
+            groups = level.groups
+            if groups > 1 and self._algorithm(level, x) == 'dense':
+                weight, groups = algorithms.expand_grouped_weight(weight, groups), 1
+            outs.append(fused_inference.convolve(x, weight, bias, level.stride, level.padding,
+                                                 level.dilation, groups, relu=True))
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
 
     def _whole_key(self, choice: str, x: torch.Tensor) -> tuple:
         """The cache key of a choice ``auto`` makes for the whole PyConv on ``x``: its levels'

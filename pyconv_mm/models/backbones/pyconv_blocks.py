@@ -14,7 +14,7 @@ from mmcv.cnn import build_conv_layer, build_norm_layer
 from mmengine.model import BaseModule
 from torch import nn
 
-from pyconv_mm.ops import PyConv2d, PyConv3d
+from pyconv_mm.ops import PyConv2d, PyConv3d, fused_inference
 from pyconv_mm.ops.pool import IndexFreeMaxPool2d, IndexFreeMaxPool3d
 from .recompute import checkpoint_once
 
@@ -59,8 +59,43 @@ class PyConvBlockBase(BaseModule):
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def fused_bypassed(self) -> Tuple[nn.Module, ...]:
+        """The modules :meth:`fused_forward` runs as fused chains instead of calling them (the
+        PyConv and the norm after it check themselves in ``forward_activated``)."""
+        raise NotImplementedError
+
+    def fused_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block in inference with its norms, ReLUs and residual add fused into its
+        convolutions (:mod:`pyconv_mm.ops.fused_inference`)."""
+        raise NotImplementedError
+
+    def fused_shortcut(self, x: torch.Tensor) -> Tuple[torch.Tensor, bool]:
+        """The shortcut's output (its norm folded into its convolution) and whether it is a new
+        tensor that the block may add into."""
+        if self.downsample is None:
+            return x, False
+        return fused_inference.conv_norm_shortcut(x, self.downsample), True
+
+    def _fusable(self, x: torch.Tensor) -> bool:
+        if torch.is_grad_enabled():  # the cheap test first: training never fuses
+            return False
+        shortcut = fused_inference.shortcut_bypassed(self.downsample)
+        return shortcut is not None and fused_inference.usable(
+            x, self.fused_bypassed() + shortcut)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C_in, *S) -> (N, C_out, *S / stride)."""
+        """(N, C_in, *S) -> (N, C_out, *S / stride).
+
+        In inference the block may run with its norms, ReLUs and add fused into its
+        convolutions, where ``auto`` timed that faster (:mod:`pyconv_mm.ops.fused_inference`).
+        """
+        if self._fusable(x) and fused_inference.prefer_fused(self, x, self.fused_forward,
+                                                             self.forward_as_written):
+            return self.fused_forward(x)
+        return self.forward_as_written(x)
+
+    def forward_as_written(self, x: torch.Tensor) -> torch.Tensor:
+        """The block module by module (with checkpointing under ``with_cp``)."""
 
         def _inner_forward(x: torch.Tensor) -> torch.Tensor:
             identity = x if self.downsample is None else self.downsample(x)
@@ -146,6 +181,16 @@ class PyConvBottleneck(PyConvBlockBase):
                                                self.norm(2))
         return self.norm(3)(self.conv3(out))
 
+    def fused_bypassed(self) -> Tuple[nn.Module, ...]:
+        return (self.conv1, self.norm(1), self.relu, self.conv3, self.norm(3))
+
+    def fused_forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity, fresh = self.fused_shortcut(x)
+        out = fused_inference.conv_norm_act(x, self.conv1, self.norm(1), relu=True)
+        out = self.conv2.forward_activated(out, None, self.relu, self.norm(2))
+        return fused_inference.conv_norm_act(out, self.conv3, self.norm(3), relu=True,
+                                             residual=identity, into_residual=fresh)
+
 
 class PyConvBasicBlock(PyConvBlockBase):
     """PyConvResNet-18/34 block: PyConv (stride), BN, ReLU, 1x1 conv, BN, add, ReLU.
@@ -185,6 +230,15 @@ class PyConvBasicBlock(PyConvBlockBase):
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.norm(1)(self.conv1(x)))
         return self.norm(2)(self.conv2(out))
+
+    def fused_bypassed(self) -> Tuple[nn.Module, ...]:
+        return (self.relu, self.conv2, self.norm(2))
+
+    def fused_forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity, fresh = self.fused_shortcut(x)
+        out = self.conv1.forward_activated(x, None, self.relu, self.norm(1))
+        return fused_inference.conv_norm_act(out, self.conv2, self.norm(2), relu=True,
+                                             residual=identity, into_residual=fresh)
 
 
 def make_shortcut(in_channels: int,

@@ -17,7 +17,7 @@ from mmengine.model import BaseModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from pyconv_mm.ops import default_pyramid
+from pyconv_mm.ops import default_pyramid, fused_inference
 from pyconv_mm.ops.pool import IndexFreeMaxPool2d
 from .pyconv_blocks import PyConvBasicBlock, PyConvBottleneck, make_stage
 
@@ -70,6 +70,21 @@ class BackboneConventions:
         for module in self.modules():
             if isinstance(module, (PyConvBottleneck, PyConvBasicBlock)):
                 nn.init.constant_(module.last_norm.weight, 0)
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        """conv1, norm1, ReLU: in inference one fused convolution where ``auto`` timed that
+        faster (:mod:`pyconv_mm.ops.fused_inference`)."""
+        modules = (self.conv1, self.norm1, self.relu)
+        if fused_inference.usable(x, modules) and fused_inference.prefer_fused(
+                self.conv1, x, self._stem_fused, self._stem_as_written):
+            return self._stem_fused(x)
+        return self._stem_as_written(x)
+
+    def _stem_fused(self, x: torch.Tensor) -> torch.Tensor:
+        return fused_inference.conv_norm_act(x, self.conv1, self.norm1, relu=True)
+
+    def _stem_as_written(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.norm1(self.conv1(x)))
 
     def _run_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
         outs = []
@@ -231,7 +246,7 @@ class PyConvResNet(BackboneConventions, BaseModule):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """(N, 3, H, W) -> tuple of stage outputs selected by ``out_indices``."""
-        x = self.relu(self.norm1(self.conv1(x)))
+        x = self._stem(x)
         if self.maxpool is not None:
             x = self.maxpool(x)
         return tuple(self._run_stages(x))

@@ -181,5 +181,5 @@ class PyConvResNet3D(BackboneConventions, BaseModule):
 
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, Tuple[torch.Tensor, ...]]:
         """(N, C, T, H, W) -> outputs of ``out_indices`` (a tensor when there is one)."""
-        outs = self._run_stages(self.relu(self.norm1(self.conv1(x))))
+        outs = self._run_stages(self._stem(x))
         return outs[0] if len(outs) == 1 else tuple(outs)
