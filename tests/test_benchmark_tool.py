@@ -223,3 +223,31 @@ def test_peak_memory_runs_the_forms_it_is_given():
     peaks = {form: peak_memory_in_fresh_process(spec, setting, {**chosen, kernel_or_stock: form})
              for form in ('stock', 'direct')}
     assert peaks['stock'] != peaks['direct'], peaks
+
+
+_CPUINFO_BLOCK = """processor\t: {i}
+vendor_id\t: {vendor}
+cpu family\t: {family}
+model\t\t: {model}
+model name\t: {name}
+flags\t\t: fpu avx512f
+"""
+
+
+@pytest.mark.parametrize('vendor, family, model, name, text', [
+    ('AuthenticAMD', 25, 17, 'AMD EPYC', 'AMD EPYC (family 25, model 17, Zen 4) x 2'),
+    ('AuthenticAMD', 26, 2, 'AMD EPYC', 'AMD EPYC (family 26, model 2, Zen 5) x 2'),
+    ('AuthenticAMD', 25, 1, 'AMD EPYC', 'AMD EPYC (family 25, model 1, Zen 3) x 2'),
+    ('GenuineIntel', 6, 143, 'Intel(R) Xeon(R) Processor',
+     'Intel(R) Xeon(R) Processor (family 6, model 143) x 2'),
+    ('GenuineIntel', 6, 85, 'Intel(R) Xeon(R) Gold 6230 CPU @ 2.10GHz',
+     'Intel(R) Xeon(R) Gold 6230 CPU @ 2.10GHz x 2'),
+])
+def test_machine_tells_virtual_cpus_of_different_generations_apart(vendor, family, model, name,
+                                                                   text):
+    """A virtual machine's bare "AMD EPYC" gets its family and model (runs on a Zen 4 and a
+    Zen 5 must not merge into one table); a full model name stays as it is."""
+    from pyconv_mm.benchmark.measure import cpu_description
+    cpuinfo = '\n'.join(_CPUINFO_BLOCK.format(i=i, vendor=vendor, family=family, model=model,
+                                              name=name) for i in range(2))
+    assert cpu_description(cpuinfo) == text

@@ -46,6 +46,9 @@ class Setting:
     compile: bool = False  # torch.compile (inductor) the model
     pyconv_algorithm: str = 'auto'  # how PyConv levels run (pyconv_mm.ops.set_algorithm)
     direct_kernel: bool = True  # whether auto may use our CPU kernel (pyconv_mm.ops.direct)
+    # whether blocks may fuse their norms, ReLUs and adds in inference
+    # (pyconv_mm.ops.fused_inference)
+    fused_inference: bool = True
     # how the process's allocator was set before any case (a label; the tool sets it):
     # 'keep' (pyconv_mm.utils.allocator.keep_freed_memory) or 'default'
     malloc: str = 'default'
@@ -71,9 +74,10 @@ def _model_to_format(model: nn.Module, memory_format: str) -> nn.Module:
 
 def prepare(subject: Subject, setting: Setting):
     """Build the model and one input batch placed as the setting asks; returns a step fn."""
-    from pyconv_mm.ops import direct, set_algorithm
+    from pyconv_mm.ops import direct, fused_inference, set_algorithm
     set_algorithm(setting.pyconv_algorithm)
     direct.set_enabled(setting.direct_kernel)
+    fused_inference.set_enabled(setting.fused_inference)
     torch.manual_seed(0)
     model = subject.build().to(setting.device)
     x = subject.inputs(setting.batch).to(setting.device)
@@ -199,14 +203,43 @@ def peak_memory_bytes(subject: Subject, setting: Setting) -> int:
     return resident + peak
 
 
+def _amd_core(family: int, model: int) -> Optional[str]:
+    """The core generation of an AMD CPU family/model (AMD's published numbering), or None."""
+    if family == 26:
+        return 'Zen 5'
+    if family == 25:
+        return 'Zen 4' if 0x10 <= model <= 0x1F or 0x60 <= model <= 0xAF else 'Zen 3'
+    return None
+
+
+def cpu_description(cpuinfo: str) -> str:
+    """``model name x count`` from the text of /proc/cpuinfo; where a virtual machine shows
+    a bare name without a model number ("AMD EPYC"), also the family and model, which tell
+    the core generations apart."""
+    fields = [dict(line.split(':', 1) for line in block.splitlines() if ':' in line)
+              for block in cpuinfo.strip().split('\n\n')]
+    fields = [{k.strip(): v.strip() for k, v in f.items()} for f in fields if 'model name' in
+              {k.strip() for k in f}]
+    if not fields:
+        return platform.processor() or platform.machine()
+    first = fields[0]
+    name = first['model name']
+    bare = not any(ch.isdigit() for ch in name)  # a real model name has a model number
+    if bare and first.get('cpu family', '').isdigit() \
+            and first.get('model', '').isdigit():
+        family, model = int(first['cpu family']), int(first['model'])
+        core = _amd_core(family, model) if 'AMD' in first.get('vendor_id', name) else None
+        name += f' (family {family}, model {model}{", " + core if core else ""})'
+    return f'{name} x {len(fields)}'
+
+
 def machine() -> dict:
     """What the numbers were measured on."""
     info = dict(python=platform.python_version(), torch=torch.__version__,
                 threads=torch.get_num_threads(), cpu=platform.processor() or platform.machine())
     try:
         with open('/proc/cpuinfo') as f:
-            names = [l.split(':', 1)[1].strip() for l in f if l.startswith('model name')]
-        info['cpu'] = f'{names[0]} x {len(names)}' if names else info['cpu']
+            info['cpu'] = cpu_description(f.read())
     except OSError:
         pass
     if torch.cuda.is_available():

@@ -71,6 +71,8 @@ def mode_label(setting: dict) -> str:
         + ([f'PyConv {setting["pyconv_algorithm"]}']
            if setting.get('pyconv_algorithm', 'auto') != 'auto' else []) \
         + (['no direct kernel'] if not setting.get('direct_kernel', True) else []) \
+        + (['no fused inference'] if setting['mode'] == 'infer'
+           and not setting.get('fused_inference', True) else []) \
         + (["glibc's default malloc"] if setting.get('device') == 'cpu'
            and setting.get('malloc', 'default') == 'default' else [])
     return setting['mode'] + (f' ({", ".join(forms)})' if forms else '')

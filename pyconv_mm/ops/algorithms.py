@@ -25,7 +25,8 @@ format, grad mode) and keeps the fastest; when training, forward and backward ar
 together. Levels without groups and ``torch.jit`` tracing (FLOP counting) use the native
 form. Under ``torch.compile`` with ``auto``, a level takes the form chosen by an earlier eager
 call with the same input (so run one eager batch before compiling), else the native form; the
-``direct`` kernel is not traceable, so compiled levels that chose it run natively.
+``direct`` kernel is traced as the custom op ``pyconv_mm::conv_levels`` in inference (no
+gradient recorded); compiled training runs the levels that chose it natively.
 """
 import time
 from typing import Callable, Dict, Optional, Tuple
@@ -184,7 +185,7 @@ def choose(key: Tuple, x: torch.Tensor, weight: torch.Tensor,
         return policy if policy in candidates else 'native'
     if _compiling():  # nothing can be timed while tracing: a choice of an eager call, or native
         chosen = _CACHE.get(key, 'native')
-        return 'native' if chosen.startswith('direct') else chosen  # the kernel: not traceable
+        return chosen if chosen in candidates else 'native'  # callers offer what can be traced
     if key not in _CACHE:
         _CACHE[key] = min(candidates, key=lambda name: _time(candidates[name], weight, x))
     return _CACHE[key]

@@ -51,8 +51,8 @@ def usable(x: torch.Tensor, level: nn.Conv2d) -> bool:
     :func:`stride2_kernel_size`)."""
     if not enabled() or x.dim() != 4 or x.device.type != 'cpu' or x.dtype != torch.float32:
         return False
-    if _compiling():
-        return False  # a compiler cannot trace the kernel
+    if _compiling() and (torch.is_grad_enabled() or not TRACEABLE):
+        return False  # compiled, the kernel runs as a custom op, in inference only
     if _cpu_autocast():
         return False  # the user asked for bf16/fp16 convolutions
     if level.weight.dtype != torch.float32 or level.padding_mode != 'zeros':
@@ -171,6 +171,30 @@ def empty_output(x: torch.Tensor, channels: int, size: Tuple[int, int]) -> torch
 
 
 Affine = Tuple[torch.Tensor, torch.Tensor]  # (scale, shift), one value per channel each
+
+
+def levels_output(x: torch.Tensor, levels: Sequence[nn.Conv2d], c_offsets: Sequence[int],
+                  channels: int, activation: Optional[Affine] = None,
+                  output_activation: Optional[Affine] = None) -> torch.Tensor:
+    """A new output of ``channels`` channels in ``x``'s memory format with each level's
+    convolution written at its offset, as :func:`conv_levels` writes it (channels no level
+    writes are left uninitialised). Under ``torch.compile`` (inference) this is the custom op
+    ``pyconv_mm::conv_levels``, which the compiler keeps as one call.
+
+    Shapes: (N, C_in, H, W) -> (N, channels, H', W').
+    """
+    if _compiling():
+        empty = x.new_empty(0)
+        scale, shift = activation if activation is not None else (empty, empty)
+        out_scale, out_shift = (output_activation if output_activation is not None
+                                else (empty, empty))
+        return torch.ops.pyconv_mm.conv_levels(
+            x, [lvl.weight for lvl in levels],
+            [lvl.bias if lvl.bias is not None else empty for lvl in levels],
+            [lvl.dilation[0] for lvl in levels], list(c_offsets), levels[0].stride[0],
+            channels, scale, shift, out_scale, out_shift)
+    out = empty_output(x, channels, output_size(x, levels[0]))
+    return conv_levels(x, levels, c_offsets, out, activation, output_activation)
 
 
 def conv_levels(x: torch.Tensor, levels: Sequence[nn.Conv2d], c_offsets: Sequence[int],
@@ -294,3 +318,37 @@ class LevelsFunction(torch.autograd.Function):
                        for start, channels in zip(ctx.other_offsets, ctx.other_channels)]
         return (None, None, None, grad_x, *grad_weights, *grad_biases, *grad_others)
 
+
+
+def _register_custom_op() -> bool:
+    """``pyconv_mm::conv_levels``: the kernel as an op ``torch.compile`` can trace (inference).
+    Its fake implementation gives the output's shape and memory format."""
+    if _ext is None or not hasattr(torch, 'library') or not hasattr(torch.library, 'custom_op'):
+        return False
+
+    def out_shape(x, weights, dilations, stride):
+        k, d = weights[0].shape[-1], dilations[0]
+        return tuple((size + 2 * ((k - 1) // 2 * d) - d * (k - 1) - 1) // stride + 1
+                     for size in x.shape[2:])
+
+    @torch.library.custom_op('pyconv_mm::conv_levels', mutates_args=())
+    def conv_levels_op(x: torch.Tensor, weights: List[torch.Tensor], biases: List[torch.Tensor],
+                       dilations: List[int], c_offsets: List[int], stride: int, channels: int,
+                       scale: torch.Tensor, shift: torch.Tensor, out_scale: torch.Tensor,
+                       out_shift: torch.Tensor) -> torch.Tensor:
+        out = empty_output(x, channels, out_shape(x, weights, dilations, stride))
+        _run(x, weights, [b if b.numel() else None for b in biases], dilations, c_offsets,
+             stride, out, activation=(scale, shift) if scale.numel() else None,
+             output_activation=(out_scale, out_shift) if out_scale.numel() else None)
+        return out
+
+    @conv_levels_op.register_fake
+    def _(x, weights, biases, dilations, c_offsets, stride, channels, scale, shift, out_scale,
+          out_shift):
+        return empty_output(x, channels, out_shape(x, weights, dilations, stride))
+
+    return True
+
+
+#: Whether the kernel can run inside ``torch.compile`` graphs (inference).
+TRACEABLE = _register_custom_op()

@@ -169,9 +169,8 @@ class _PyConvNd(nn.Module):
                 return None
             return tuple(t.float() for t in direct.batch_norm_affine(module, channels))
 
-        out = direct.empty_output(x, self.out_channels, direct.output_size(x, self.levels[0]))
-        return direct.conv_levels(
-            x, list(self.levels), self._level_starts(), out,
+        return direct.levels_output(
+            x, list(self.levels), self._level_starts(), self.out_channels,
             activation=float32_affine(norm, x.shape[1]),
             output_activation=float32_affine(out_norm, self.out_channels))
 
@@ -261,8 +260,8 @@ class _PyConvNd(nn.Module):
                 [start for start, _ in others], x, *[lvl.weight for lvl, _ in kernel],
                 *[lvl.bias if lvl.bias is not None else x.new_empty(0) for lvl, _ in kernel],
                 *[out for _, out in others])
-        out = direct.empty_output(x, self.out_channels, direct.output_size(x, self.levels[0]))
-        direct.conv_levels(x, [lvl for lvl, _ in kernel], [start for _, start in kernel], out)
+        out = direct.levels_output(x, [lvl for lvl, _ in kernel], [start for _, start in kernel],
+                                   self.out_channels)
         for start, level_out in others:
             out.narrow(1, start, level_out.shape[1]).copy_(level_out)
         return out

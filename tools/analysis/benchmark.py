@@ -5,6 +5,7 @@
         [--precision fp32 bf16 fp16] [--mode infer train] [--memory-format best|nchw|channels_last]
         [--batch N] [--warmup 3] [--repeats 10] [--threads N] [--fuse-bn] [--compile]
         [--pyconv-algorithm auto|native|dense|depthwise|direct] [--no-direct-kernel]
+        [--no-fused-inference]
         [--malloc keep|default] [--memory] [--breakdown DEPTH]
         [--json results.json [--force]] [--readme-block benchmark|breakdown]
     python tools/analysis/benchmark.py --from-json benchmarks/*.json --readme-block benchmark
@@ -67,6 +68,9 @@ def parse_args() -> argparse.Namespace:
                         'fastest form, timed once)')
     parser.add_argument('--no-direct-kernel', action='store_true',
                         help='keep PyConvs on the stock forms (auto without our CPU kernel)')
+    parser.add_argument('--no-fused-inference', action='store_true',
+                        help="run the blocks' norms, ReLUs and adds as modules in inference "
+                        '(pyconv_mm.ops.fused_inference off)')
     parser.add_argument('--malloc', default='keep', choices=['keep', 'default'],
                         help="keep: glibc's malloc keeps freed memory for reuse (no page "
                         'faults on fresh memory every step); default: as the process started')
@@ -167,7 +171,8 @@ def measure(args: argparse.Namespace, save: Optional[Callable[[dict], None]] = N
                                   repeats=args.repeats, fuse_bn=args.fuse_bn,
                                   compile=args.compile,
                                   pyconv_algorithm=args.pyconv_algorithm,
-                                  direct_kernel=not args.no_direct_kernel, malloc=malloc)
+                                  direct_kernel=not args.no_direct_kernel,
+                                  fused_inference=not args.no_fused_inference, malloc=malloc)
                 result = run_case(name, specs, setting, formats,
                                   memory=args.memory and mode == 'train',
                                   breakdown=args.breakdown)
