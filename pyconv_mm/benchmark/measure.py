@@ -44,6 +44,7 @@ class Setting:
     repeats: int = 10
     fuse_bn: bool = False  # inference: batch norms folded into the convolutions (deployment)
     compile: bool = False  # torch.compile (inductor) the model
+    freezing: bool = False  # with compile, inference: weights as constants (inductor freezing)
     pyconv_algorithm: str = 'auto'  # how PyConv levels run (pyconv_mm.ops.set_algorithm)
     direct_kernel: bool = True  # whether auto may use our CPU kernel (pyconv_mm.ops.direct)
     # whether blocks may fuse their norms, ReLUs and adds in inference
@@ -96,6 +97,8 @@ def prepare(subject: Subject, setting: Setting):
     if setting.compile:
         with torch.no_grad() if setting.mode == 'infer' else contextlib.nullcontext():
             model(x)  # one eager call: PyConv levels choose their forms, compiled graphs use them
+        import torch._inductor.config as inductor_config
+        inductor_config.freezing = setting.freezing  # applies to inference graphs
         model = torch.compile(model)
     if setting.mode == 'infer':
 

@@ -67,7 +67,8 @@ def run_case(name: str, specs: List[dict], setting: Setting, formats: List[str],
 def mode_label(setting: dict) -> str:
     """``infer``/``train``, with the model form when not the plain eager one."""
     forms = (['BN folded'] if setting.get('fuse_bn') and setting['mode'] == 'infer' else []) \
-        + (['torch.compile'] if setting.get('compile') else []) \
+        + (['torch.compile' + (', frozen weights' if setting.get('freezing') else '')]
+           if setting.get('compile') else []) \
         + ([f'PyConv {setting["pyconv_algorithm"]}']
            if setting.get('pyconv_algorithm', 'auto') != 'auto' else []) \
         + (['no direct kernel'] if not setting.get('direct_kernel', True) else []) \

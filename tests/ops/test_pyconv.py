@@ -573,21 +573,64 @@ def test_direct_kernel_runs_rectangular_kernels_with_any_padding(kernel, data, g
 
 
 @needs_direct_kernel
-def test_auto_times_the_kernel_per_pyconv_and_compiled_inference_falls_back():
+def test_auto_times_the_kernel_per_pyconv_and_compiled_inference_runs_it_as_a_custom_op():
     """``auto`` decides between the kernel and the levels' stock forms once per PyConv and
-    input; a compiled model (which cannot trace the kernel) runs the stock forms in one graph."""
-    from pyconv_mm.ops import algorithms
+    input; a compiled model (inference) runs the form that eager call chose, the kernel as the
+    custom op ``pyconv_mm::conv_levels`` inside one graph."""
+    from pyconv_mm.ops import algorithms, direct
     torch.manual_seed(0)
     conv = PyConv2d(16, 32, [3, 5, 7, 9], [1, 2, 4, 8]).eval()
     x = torch.randn(2, 16, 20, 20)
     with algorithm_policy('native'), torch.no_grad():
         expected = conv(x)
+    calls = []
+    original = direct._run
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
     with algorithm_policy('auto'), torch.no_grad():
         torch.testing.assert_close(conv(x), expected, rtol=1e-5, atol=1e-5)
         (choice, ) = [form for key, form in algorithms._CACHE.items() if key[1] == 'direct']
         assert choice in ('direct', 'direct_all', 'stock')
         compiled = torch.compile(conv, backend='aot_eager', fullgraph=True)
-        torch.testing.assert_close(compiled(x), expected, rtol=1e-5, atol=1e-5)
+        direct._run = counted
+        try:
+            torch.testing.assert_close(compiled(x), expected, rtol=1e-5, atol=1e-5)
+        finally:
+            direct._run = original
+    assert len(calls) == (0 if choice == 'stock' else 1)
+
+
+@needs_direct_kernel
+def test_compiled_inference_of_a_block_applies_its_norms_in_the_kernel():
+    """A compiled bottleneck in inference takes the kernel with its norms and ReLUs (policy
+    ``direct``) through the custom op, in one graph, with the values of the modules."""
+    from pyconv_mm.models.backbones import PyConvResNet
+    from pyconv_mm.ops import direct
+    torch.manual_seed(0)
+    block = PyConvResNet(50).layer2[1].eval()
+    for norm in (block.bn1, block.bn2, block.bn3):
+        norm.load_state_dict(random_eval_norm(norm.num_features).state_dict())
+    x = torch.randn(2, 512, 12, 12)
+    with torch.no_grad():
+        expected = block.forward_as_written(x)
+    activations = []
+    original = direct._run
+
+    def recorded(*args, **kwargs):
+        activations.append(kwargs.get('activation'))
+        return original(*args, **kwargs)
+
+    direct._run = recorded
+    try:
+        with algorithm_policy('direct'), torch.no_grad():
+            out = torch.compile(block, backend='aot_eager', fullgraph=True)(x)
+    finally:
+        direct._run = original
+    assert len(activations) == 1 and activations[0] is not None
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
 
 
 @needs_direct_kernel

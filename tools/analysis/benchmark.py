@@ -3,7 +3,7 @@
     python tools/analysis/benchmark.py [--cases all | pyconvresnet50 pyconvph ...]
         [--configs OURS.py REF.py ... --shape 3 224 224] [--device cpu|cuda]
         [--precision fp32 bf16 fp16] [--mode infer train] [--memory-format best|nchw|channels_last]
-        [--batch N] [--warmup 3] [--repeats 10] [--threads N] [--fuse-bn] [--compile]
+        [--batch N] [--warmup 3] [--repeats 10] [--threads N] [--fuse-bn] [--compile [--freezing]]
         [--pyconv-algorithm auto|native|dense|depthwise|direct] [--no-direct-kernel]
         [--no-fused-inference]
         [--malloc keep|default] [--memory] [--breakdown DEPTH]
@@ -61,6 +61,9 @@ def parse_args() -> argparse.Namespace:
                         '(the deployment form)')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile every model (inductor)')
+    parser.add_argument('--freezing', action='store_true',
+                        help='with --compile, inference: inductor treats the weights as '
+                        'constants (folds batch norms, prepacks oneDNN weights) in both models')
     parser.add_argument('--pyconv-algorithm', default='auto',
                         choices=('auto', ) + ALGORITHMS,
                         help='how grouped PyConv levels run (native: stock grouped convs, as '
@@ -140,6 +143,8 @@ def measure(args: argparse.Namespace, save: Optional[Callable[[dict], None]] = N
     if args.breakdown and ('infer' not in args.mode or args.compile):
         sys.exit(f'error: --breakdown times eager inference; got --mode {" ".join(args.mode)}'
                  f'{" --compile" if args.compile else ""}: add infer to --mode, drop --compile')
+    if args.freezing and not args.compile:
+        sys.exit('error: --freezing is an option of --compile')
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         sys.exit('error: --device cuda but CUDA is not available')
     if args.configs:
@@ -169,7 +174,7 @@ def measure(args: argparse.Namespace, save: Optional[Callable[[dict], None]] = N
                 setting = Setting(device=args.device, precision=precision, mode=mode,
                                   batch=args.batch or default_batch or 8, warmup=args.warmup,
                                   repeats=args.repeats, fuse_bn=args.fuse_bn,
-                                  compile=args.compile,
+                                  compile=args.compile, freezing=args.freezing,
                                   pyconv_algorithm=args.pyconv_algorithm,
                                   direct_kernel=not args.no_direct_kernel,
                                   fused_inference=not args.no_fused_inference, malloc=malloc)
