@@ -142,10 +142,16 @@ def _keep_as_is(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def _time(run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], weight: torch.Tensor,
-          x: torch.Tensor, repeats: int = 3) -> float:
-    """Best time of ``run(x, weight)`` on detached copies (no gradient of the model is
-    touched); forward and backward when gradients are on (training).
+def _time_interleaved(candidates: Dict[str, Callable[[torch.Tensor, torch.Tensor],
+                                                     torch.Tensor]],
+                      weight: torch.Tensor, x: torch.Tensor, repeats: int = 3) -> Dict[str, float]:
+    """Best time of each ``candidates[name](x, weight)`` on detached copies (no gradient of the
+    model is touched); forward and backward when gradients are on (training).
+
+    The candidates run in turn, one call each per round, in alternating order, after a round
+    that warms them up: a slow spell of the machine then hits all of them, where timing one
+    candidate's calls after the other's could blame it on one (on a shared 2-core machine the
+    same block's choice had flipped between runs).
 
     The probes keep their tensors for backward under their own (identity) saved-tensor hooks,
     so that inside activation checkpointing the checkpoint does not take them for its
@@ -154,21 +160,23 @@ def _time(run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], weight: tor
     backward = torch.is_grad_enabled()
     probe_w = weight.detach().requires_grad_(backward)
     probe_x = x.detach().requires_grad_(backward)
-    best = float('inf')
+    best = {name: float('inf') for name in candidates}
+    names = list(candidates)
     with torch.set_grad_enabled(backward), \
             torch.autograd.graph.saved_tensors_hooks(_keep_as_is, _keep_as_is):
-        for i in range(repeats + 1):  # the first run warms up
-            if weight.is_cuda:
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            out = run(probe_x, probe_w)
-            if backward:
-                out.backward(torch.ones_like(out))
-                probe_w.grad = probe_x.grad = None
-            if weight.is_cuda:
-                torch.cuda.synchronize()
-            if i:
-                best = min(best, time.perf_counter() - start)
+        for i in range(repeats + 1):  # the first round warms up
+            for name in (names if i % 2 == 0 else names[::-1]):
+                if weight.is_cuda:
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                out = candidates[name](probe_x, probe_w)
+                if backward:
+                    out.backward(torch.ones_like(out))
+                    probe_w.grad = probe_x.grad = None
+                if weight.is_cuda:
+                    torch.cuda.synchronize()
+                if i:
+                    best[name] = min(best[name], time.perf_counter() - start)
     return best
 
 
@@ -187,5 +195,6 @@ def choose(key: Tuple, x: torch.Tensor, weight: torch.Tensor,
         chosen = _CACHE.get(key, 'native')
         return chosen if chosen in candidates else 'native'  # callers offer what can be traced
     if key not in _CACHE:
-        _CACHE[key] = min(candidates, key=lambda name: _time(candidates[name], weight, x))
+        times = _time_interleaved(candidates, weight, x)
+        _CACHE[key] = min(times, key=times.get)
     return _CACHE[key]

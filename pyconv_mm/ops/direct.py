@@ -194,7 +194,8 @@ def levels_output(x: torch.Tensor, levels: Sequence[nn.Conv2d], c_offsets: Seque
             [lvl.dilation[0] for lvl in levels], list(c_offsets), levels[0].stride[0],
             channels, scale, shift, out_scale, out_shift)
     out = empty_output(x, channels, output_size(x, levels[0]))
-    return conv_levels(x, levels, c_offsets, out, activation, output_activation)
+    return conv_levels(x, levels, c_offsets, out, activation=activation,
+                       output_activation=output_activation)
 
 
 def conv_levels(x: torch.Tensor, levels: Sequence[nn.Conv2d], c_offsets: Sequence[int],
