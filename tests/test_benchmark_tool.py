@@ -251,3 +251,21 @@ def test_machine_tells_virtual_cpus_of_different_generations_apart(vendor, famil
     cpuinfo = '\n'.join(_CPUINFO_BLOCK.format(i=i, vendor=vendor, family=family, model=model,
                                               name=name) for i in range(2))
     assert cpu_description(cpuinfo) == text
+
+
+def test_paired_ratios_come_from_steps_run_one_after_the_other():
+    """The spread of a run's ratio: the quartiles of reference / ours over the pairs of steps
+    of one interleaved run; none for models timed in different memory formats (not paired)."""
+    from pyconv_mm.benchmark.runner import markdown, paired_ratio_quartiles
+    ours = dict(memory_format='channels_last', times_s=[1.0, 1.0, 2.0, 1.0, 1.0])
+    ref = dict(memory_format='channels_last', times_s=[1.1, 0.9, 2.4, 1.0, 1.3])
+    q1, q3 = paired_ratio_quartiles(ours, ref)  # ratios 1.1, 0.9, 1.2, 1.0, 1.3
+    assert (round(q1, 3), round(q3, 3)) == (0.95, 1.25)
+    assert paired_ratio_quartiles(ours, dict(ref, memory_format='nchw')) is None
+    assert paired_ratio_quartiles(ours, dict(ref, times_s=[1.0])) is None
+    setting = dict(mode='infer', precision='fp32', batch=8, device='cpu', malloc='keep')
+    ratio = dict(ours='A', reference='B', ours_format='nchw', reference_format='nchw',
+                 throughput_ratio=1.1, latency_ratio=0.91)
+    rows = markdown([dict(case='c', setting=setting, ratios=[
+        dict(ratio, paired_throughput_ratio_q1=q1, paired_throughput_ratio_q3=q3), ratio])])
+    assert '| **1.10x** | 0.95-1.25 | 0.91x |' in rows and '| **1.10x** | - | 0.91x |' in rows

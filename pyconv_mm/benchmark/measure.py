@@ -162,7 +162,8 @@ def time_interleaved(subjects: List[Subject], setting: Setting) -> Dict[str, dic
         quartiles = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
         median = statistics.median(values)
         results[name] = dict(median_s=median, iqr_s=quartiles[2] - quartiles[0],
-                             throughput=setting.batch / median, repeats=len(values))
+                             throughput=setting.batch / median, repeats=len(values),
+                             times_s=values)
     return results
 
 

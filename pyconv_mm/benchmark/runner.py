@@ -1,13 +1,28 @@
 """One benchmark case: time all subjects (in every memory format asked), pick each one's best
 format, and express ours against each reference as ratios."""
+import statistics
 from dataclasses import replace
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 from pyconv_mm.ops import algorithms
 
 from .breakdown import breakdown_markdown, breakdown_rows, module_times
 from .cases import subject_from_spec
 from .measure import Setting, peak_memory_in_fresh_process, time_interleaved
+
+
+def paired_ratio_quartiles(ours: dict, reference: dict) -> Optional[Tuple[float, float]]:
+    """Quartiles (Q1, Q3) of the throughput ratio of each pair of steps ``reference time /
+    our time`` that ran one after the other (the same repeat of one interleaved run, i.e. the
+    same memory format), or None when the two were not timed in pairs. Their spread says how
+    far one run's ratio can be trusted on a noisy machine."""
+    if ours['memory_format'] != reference['memory_format'] or 'times_s' not in ours \
+            or 'times_s' not in reference or len(ours['times_s']) != len(reference['times_s']) \
+            or len(ours['times_s']) < 2:
+        return None
+    ratios = [r / o for o, r in zip(ours['times_s'], reference['times_s'])]
+    quartiles = statistics.quantiles(ratios, n=4)
+    return quartiles[0], quartiles[2]
 
 
 def run_case(name: str, specs: List[dict], setting: Setting, formats: List[str],
@@ -48,6 +63,9 @@ def run_case(name: str, specs: List[dict], setting: Setting, formats: List[str],
                      ours_format=ours['memory_format'], reference_format=ref['memory_format'],
                      throughput_ratio=ours['throughput'] / ref['throughput'],
                      latency_ratio=ours['median_s'] / ref['median_s'])
+        pairs = paired_ratio_quartiles(ours, ref)
+        if pairs is not None:
+            ratio['paired_throughput_ratio_q1'], ratio['paired_throughput_ratio_q3'] = pairs
         if memory:
             ratio['memory_ratio'] = ours['peak_memory_bytes'] / ref['peak_memory_bytes']
         ratios.append(ratio)
@@ -82,16 +100,19 @@ def mode_label(setting: dict) -> str:
 def markdown(results: List[dict]) -> str:
     """The README performance table."""
     lines = ['| case | mode | precision | batch | ours (format) | reference (format) | '
-             'throughput ratio | latency ratio | peak memory ratio |',
-             '|---|---|---|---|---|---|---|---|---|']
+             'throughput ratio | pairs Q1-Q3 | latency ratio | peak memory ratio |',
+             '|---|---|---|---|---|---|---|---|---|---|']
     for res in results:
         s = res['setting']
         for r in res['ratios']:
             memory = f'{r["memory_ratio"]:.2f}x' if 'memory_ratio' in r else '-'
+            pairs = (f'{r["paired_throughput_ratio_q1"]:.2f}-{r["paired_throughput_ratio_q3"]:.2f}'
+                     if 'paired_throughput_ratio_q1' in r else '-')
             lines.append(
                 f'| {res["case"]} | {mode_label(s)} | {s["precision"]} | {s["batch"]} | '
                 f'{r["ours"]} ({r["ours_format"]}) | {r["reference"]} ({r["reference_format"]}) '
-                f'| **{r["throughput_ratio"]:.2f}x** | {r["latency_ratio"]:.2f}x | {memory} |')
+                f'| **{r["throughput_ratio"]:.2f}x** | {pairs} | {r["latency_ratio"]:.2f}x '
+                f'| {memory} |')
     return '\n'.join(lines)
 
 
@@ -154,8 +175,12 @@ def text(result: dict) -> str:
                      f'{r["throughput"]:9.2f} /s{memory}')
     for r in result['ratios']:
         extra = f', memory {r["memory_ratio"]:.2f}x' if 'memory_ratio' in r else ''
+        pairs = (f' (pairs of steps: {r["paired_throughput_ratio_q1"]:.3f}x to '
+                 f'{r["paired_throughput_ratio_q3"]:.3f}x, Q1-Q3)'
+                 if 'paired_throughput_ratio_q1' in r else '')
         lines.append(f'  -> {r["ours"]} vs {r["reference"]}: throughput '
-                     f'{r["throughput_ratio"]:.3f}x, latency {r["latency_ratio"]:.3f}x{extra}')
+                     f'{r["throughput_ratio"]:.3f}x{pairs}, latency {r["latency_ratio"]:.3f}x'
+                     f'{extra}')
     if result.get('breakdown'):
         lines += ['', breakdown_markdown(result)]
     return '\n'.join(lines)
