@@ -35,6 +35,8 @@ import torch
 
 ALGORITHMS = ('native', 'dense', 'depthwise', 'direct')
 MAX_DEPTHWISE_PASSES = 8  # the depthwise form runs C_out / G depthwise convolutions
+#: after a timed round, a candidate this many times slower than the fastest is not timed again
+DROP_SLOWER_THAN = 2.0
 _POLICY = {'value': 'auto'}
 _CACHE: Dict[Tuple, str] = {}
 
@@ -153,6 +155,11 @@ def _time_interleaved(candidates: Dict[str, Callable[[torch.Tensor, torch.Tensor
     candidate's calls after the other's could blame it on one (on a shared 2-core machine the
     same block's choice had flipped between runs).
 
+    A candidate over :data:`DROP_SLOWER_THAN` times the fastest one's best after a timed round
+    sits out the later rounds (its best so far stays in the result): the slow forms (a
+    depthwise form's backward can take ten times the fastest) were most of the cost of
+    choosing.
+
     The probes keep their tensors for backward under their own (identity) saved-tensor hooks,
     so that inside activation checkpointing the checkpoint does not take them for its
     function's and a training step is still timed whole.
@@ -165,6 +172,9 @@ def _time_interleaved(candidates: Dict[str, Callable[[torch.Tensor, torch.Tensor
     with torch.set_grad_enabled(backward), \
             torch.autograd.graph.saved_tensors_hooks(_keep_as_is, _keep_as_is):
         for i in range(repeats + 1):  # the first round warms up
+            if i > 1:
+                fastest = min(best.values())
+                names = [name for name in names if best[name] <= DROP_SLOWER_THAN * fastest]
             for name in (names if i % 2 == 0 else names[::-1]):
                 if weight.is_cuda:
                     torch.cuda.synchronize()

@@ -44,8 +44,8 @@ def majority_class_miou() -> float:
 
 def test_demo_segmentation_learns_and_draws(tmp_path):
     work_dir = str(tmp_path / 'seg')
-    run([PYTHON, tool('train.py'), SEG_DEMO, '--work-dir', work_dir, *short(240)])
-    ckpt = osp.join(work_dir, 'iter_240.pth')
+    run([PYTHON, tool('train.py'), SEG_DEMO, '--work-dir', work_dir, *short(120)])
+    ckpt = osp.join(work_dir, 'iter_120.pth')
     show_dir = str(tmp_path / 'show')
     proc = run([PYTHON, tool('test.py'), SEG_DEMO, ckpt, '--work-dir', str(tmp_path / 'test'),
                 '--show-dir', show_dir])
@@ -68,8 +68,10 @@ def test_demo_segmentation_learns_and_draws(tmp_path):
 
 def test_upstream_mmseg_tools_run_the_demo_config(tmp_path):
     work_dir = str(tmp_path / 'upstream')
+    subset = ['val_dataloader.dataset.indices=8', 'test_dataloader.dataset.indices=8']
+    warmup = ['param_scheduler.0.end=4', 'param_scheduler.1.begin=4']  # 50 in the config
     run([PYTHON, upstream_tool('mmseg', 'train.py'), SEG_DEMO, '--work-dir', work_dir,
-         *short(60)])
+         *short(8), *warmup, *subset])
     proc = run([PYTHON, upstream_tool('mmseg', 'test.py'), SEG_DEMO,
-                osp.join(work_dir, 'iter_60.pth'), '--work-dir', work_dir])
+                osp.join(work_dir, 'iter_8.pth'), '--work-dir', work_dir, '--cfg-options', *subset])
     assert 'mIoU' in proc.stdout

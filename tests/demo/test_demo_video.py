@@ -41,8 +41,8 @@ def test_demo_video_classifier_fits_its_training_clips(tmp_path):
 
 def test_upstream_mmaction_tools_run_the_demo_config(tmp_path):
     work_dir = str(tmp_path / 'upstream')
-    subset = ['train_dataloader.dataset.indices=32', 'val_dataloader.dataset.indices=10',
-              'test_dataloader.dataset.indices=10']
+    subset = ['train_dataloader.dataset.indices=8', 'val_dataloader.dataset.indices=6',
+              'test_dataloader.dataset.indices=6']
     run([PYTHON, upstream_tool('mmaction', 'train.py'), VIDEO_DEMO, '--work-dir', work_dir,
          *short(2), *subset])
     proc = run([PYTHON, upstream_tool('mmaction', 'test.py'), VIDEO_DEMO,

@@ -175,6 +175,30 @@ def test_expand_grouped_weight_and_tuning_leaves_gradients_alone():
     assert all(level.weight.grad is None for level in conv.levels)
 
 
+def test_tuning_stops_timing_a_candidate_far_slower_than_the_fastest():
+    """After the warm-up round and one timed round, a candidate over DROP_SLOWER_THAN times
+    the fastest sits out the remaining rounds; the others run every round."""
+    import time
+
+    from pyconv_mm.ops import algorithms
+    calls = {'quick': 0, 'slow': 0}
+
+    def quick(x, weight):
+        calls['quick'] += 1
+        return x * weight
+
+    def slow(x, weight):  # 50 ms against a microsecond: slower whatever the machine
+        calls['slow'] += 1
+        time.sleep(0.05)
+        return x * weight
+
+    x, weight = torch.randn(4), torch.randn(4)
+    times = algorithms._time_interleaved({'quick': quick, 'slow': slow}, weight, x, repeats=3)
+    assert calls == {'quick': 4, 'slow': 2}
+    assert times['slow'] >= 0.05 > times['quick']
+    assert algorithms.DROP_SLOWER_THAN * times['quick'] < times['slow']
+
+
 @pytest.mark.parametrize('algorithm', ALGORITHMS)
 @pytest.mark.parametrize('ndim', [2, 3])
 def test_channels_last_stays_channels_last(algorithm, ndim):
