@@ -161,8 +161,10 @@ def test_benchmark_tool_keeps_the_results_of_a_run_stopped_part_way(tmp_path):
 
     from conftest import ROOT
     out = tmp_path / 'bench.json'
+    # 100 repeats: milliseconds for the layer, tens of seconds for PyConvResNet-50, so the
+    # run is still timing it when the signal comes (at 2 repeats it had once finished first)
     proc = subprocess.Popen([PYTHON, tool('analysis/benchmark.py'), '--cases', 'pyconv_layer',
-                             'pyconvresnet50', '--batch', '1', '--warmup', '1', '--repeats', '2',
+                             'pyconvresnet50', '--batch', '1', '--warmup', '1', '--repeats', '100',
                              '--mode', 'infer', '--json', str(out)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
