@@ -162,16 +162,20 @@ def test_benchmark_tool_keeps_the_results_of_a_run_stopped_part_way(tmp_path):
     from conftest import ROOT
     out = tmp_path / 'bench.json'
     # 100 repeats: milliseconds for the layer, tens of seconds for PyConvResNet-50, so the
-    # run is still timing it when the signal comes (at 2 repeats it had once finished first)
+    # run is still timing it when the signal comes. The tool gets Ctrl-C's default handling
+    # even where this suite was started in the background (`cmd &` ignores SIGINT, and a
+    # child inherits that: the tool then ran to the end).
     proc = subprocess.Popen([PYTHON, tool('analysis/benchmark.py'), '--cases', 'pyconv_layer',
                              'pyconvresnet50', '--batch', '1', '--warmup', '1', '--repeats', '100',
                              '--mode', 'infer', '--json', str(out)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 300
         while not out.exists() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.2)
         assert out.exists(), 'no results were written while the run went on'
+        assert proc.poll() is None, 'the run ended before it could be stopped'
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
     finally:
