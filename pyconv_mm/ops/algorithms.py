@@ -131,6 +131,14 @@ def same_memory_format(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return out if fmt is None else out.contiguous(memory_format=fmt)
 
 
+def shape_key(x: torch.Tensor) -> Tuple[int, ...]:
+    """``x``'s shape as choices are cached: the batch rounded up to a power of two, so that an
+    epoch's last, smaller batch reuses the choice timed on the full ones (12 and 16 share one;
+    1, 2, 4 and 8 stay apart)."""
+    bucket = 1 << max(x.shape[0] - 1, 0).bit_length()
+    return (bucket, *x.shape[1:])
+
+
 def candidates_for(groups: int, out_channels: int) -> Tuple[str, ...]:
     """The stock forms worth trying for a level alone (``direct`` is chosen per PyConv)."""
     if groups == 1:

@@ -198,7 +198,7 @@ def prefer_fused(module: nn.Module, x: torch.Tensor,
     """Whether ``fused(x)`` runs ``module`` faster than ``as_written(x)``: timed once per
     module structure and input (shape, dtype, memory format) by ``auto``; False under a forced
     algorithm policy. Both must leave ``x`` untouched."""
-    key = ('fused_inference', structure_key(module), tuple(x.shape), x.dtype,
+    key = ('fused_inference', structure_key(module), algorithms.shape_key(x), x.dtype,
            channels_last_kind(x))
     weight = next(module.parameters())
     return algorithms.choose(key, x, weight, {

@@ -83,7 +83,7 @@ class _PyConvNd(nn.Module):
         names = algorithms.candidates_for(level.groups, level.out_channels)
         if len(names) == 1:
             return names[0]
-        key = (type(self).__name__, tuple(x.shape), x.dtype, x.device.type,
+        key = (type(self).__name__, algorithms.shape_key(x), x.dtype, x.device.type,
                algorithms.channels_last_kind(x), torch.is_grad_enabled(),
                level.in_channels, level.out_channels, level.kernel_size, level.groups,
                level.stride, level.dilation)
@@ -193,8 +193,9 @@ class _PyConvNd(nn.Module):
 
     def _whole_key(self, choice: str, x: torch.Tensor) -> tuple:
         """The cache key of a choice ``auto`` makes for the whole PyConv on ``x``: its levels'
-        shapes, the input's shape, dtype, device and memory format, and the grad mode."""
-        return (type(self).__name__, choice, tuple(x.shape), x.dtype, x.device.type,
+        shapes, the input's shape (batch rounded up to a power of two), dtype, device and
+        memory format, and the grad mode."""
+        return (type(self).__name__, choice, algorithms.shape_key(x), x.dtype, x.device.type,
                 algorithms.channels_last_kind(x), torch.is_grad_enabled(),
                 tuple((lvl.in_channels, lvl.out_channels, lvl.kernel_size, lvl.groups,
                        lvl.stride, lvl.dilation) for lvl in self.levels))

@@ -175,6 +175,23 @@ def test_expand_grouped_weight_and_tuning_leaves_gradients_alone():
     assert all(level.weight.grad is None for level in conv.levels)
 
 
+def test_a_smaller_last_batch_reuses_the_choices_of_the_full_batches():
+    """Choices are cached per batch rounded up to a power of two: an epoch's last batch of 12
+    after batches of 16 times nothing again; a batch of 2 gets choices of its own."""
+    from pyconv_mm.ops import algorithms
+    assert [algorithms.shape_key(torch.empty(b, 3))[0] for b in (1, 2, 3, 8, 12, 16, 17)] == \
+        [1, 2, 4, 8, 16, 16, 32]
+    conv = PyConv2d(16, 24, [3, 5, 7], [1, 4, 8])
+    with algorithm_policy('native'), algorithm_policy('auto'):  # starts from an empty cache
+        conv(torch.randn(16, 16, 12, 12, requires_grad=True)).sum().backward()
+        full = dict(algorithms.choices())
+        assert full
+        conv(torch.randn(12, 16, 12, 12, requires_grad=True)).sum().backward()
+        assert algorithms.choices() == full
+        conv(torch.randn(2, 16, 12, 12, requires_grad=True)).sum().backward()
+        assert len(algorithms.choices()) > len(full)
+
+
 def test_tuning_stops_timing_a_candidate_far_slower_than_the_fastest():
     """After the warm-up round and one timed round, a candidate over DROP_SLOWER_THAN times
     the fastest sits out the remaining rounds; the others run every round."""
