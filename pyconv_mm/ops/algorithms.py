@@ -134,8 +134,12 @@ def same_memory_format(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def shape_key(x: torch.Tensor) -> Tuple[int, ...]:
     """``x``'s shape as choices are cached: the batch rounded up to a power of two, so that an
     epoch's last, smaller batch reuses the choice timed on the full ones (12 and 16 share one;
-    1, 2, 4 and 8 stay apart)."""
-    bucket = 1 << max(x.shape[0] - 1, 0).bit_length()
+    1, 2, 4 and 8 stay apart). Traced as it is: tracing chooses nothing."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return tuple(x.shape)
+    batch, bucket = x.shape[0], 1
+    while bucket < batch:
+        bucket *= 2
     return (bucket, *x.shape[1:])
 
 
