@@ -143,6 +143,13 @@ def shape_key(x: torch.Tensor) -> Tuple[int, ...]:
     return (bucket, *x.shape[1:])
 
 
+def input_key(x: torch.Tensor) -> Tuple:
+    """What of the input a cached choice depends on: its shape (:func:`shape_key`), dtype,
+    device, memory format and whether gradients are recorded."""
+    return (shape_key(x), x.dtype, x.device.type, channels_last_kind(x),
+            torch.is_grad_enabled())
+
+
 def candidates_for(groups: int, out_channels: int) -> Tuple[str, ...]:
     """The stock forms worth trying for a level alone (``direct`` is chosen per PyConv)."""
     if groups == 1:

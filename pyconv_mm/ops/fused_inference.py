@@ -196,10 +196,9 @@ def prefer_fused(module: nn.Module, x: torch.Tensor,
                  fused: Callable[[torch.Tensor], torch.Tensor],
                  as_written: Callable[[torch.Tensor], torch.Tensor]) -> bool:
     """Whether ``fused(x)`` runs ``module`` faster than ``as_written(x)``: timed once per
-    module structure and input (shape, dtype, memory format) by ``auto``; False under a forced
+    module structure and input (:func:`algorithms.input_key`) by ``auto``; False under a forced
     algorithm policy. Both must leave ``x`` untouched."""
-    key = ('fused_inference', structure_key(module), algorithms.shape_key(x), x.dtype,
-           channels_last_kind(x))
+    key = ('fused_inference', structure_key(module), *algorithms.input_key(x))
     weight = next(module.parameters())
     return algorithms.choose(key, x, weight, {
         'fused': lambda data, _: fused(data),

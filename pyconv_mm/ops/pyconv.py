@@ -83,10 +83,8 @@ class _PyConvNd(nn.Module):
         names = algorithms.candidates_for(level.groups, level.out_channels)
         if len(names) == 1:
             return names[0]
-        key = (type(self).__name__, algorithms.shape_key(x), x.dtype, x.device.type,
-               algorithms.channels_last_kind(x), torch.is_grad_enabled(),
-               level.in_channels, level.out_channels, level.kernel_size, level.groups,
-               level.stride, level.dilation)
+        key = (type(self).__name__, *algorithms.input_key(x), level.in_channels,
+               level.out_channels, level.kernel_size, level.groups, level.stride, level.dilation)
         return algorithms.choose(key, x, level.weight, {
             name: (lambda data, w, name=name: self._run_level(level, data, name, w))
             for name in names
@@ -193,10 +191,8 @@ class _PyConvNd(nn.Module):
 
     def _whole_key(self, choice: str, x: torch.Tensor) -> tuple:
         """The cache key of a choice ``auto`` makes for the whole PyConv on ``x``: its levels'
-        shapes, the input's shape (batch rounded up to a power of two), dtype, device and
-        memory format, and the grad mode."""
-        return (type(self).__name__, choice, algorithms.shape_key(x), x.dtype, x.device.type,
-                algorithms.channels_last_kind(x), torch.is_grad_enabled(),
+        shapes and the input (:func:`algorithms.input_key`)."""
+        return (type(self).__name__, choice, *algorithms.input_key(x),
                 tuple((lvl.in_channels, lvl.out_channels, lvl.kernel_size, lvl.groups,
                        lvl.stride, lvl.dilation) for lvl in self.levels))
 
