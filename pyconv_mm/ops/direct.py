@@ -259,9 +259,31 @@ def _run(x: torch.Tensor, weights: Sequence[torch.Tensor],
                      out_shift.detach())
 
 
-def _weight_grads(x: torch.Tensor, grad: torch.Tensor, levels: Sequence[nn.Conv2d],
-                  weights: Sequence[torch.Tensor], c_offsets: Sequence[int],
-                  needed: Sequence[bool]) -> List[Optional[torch.Tensor]]:
+def input_grad(grad: torch.Tensor, levels: Sequence[nn.Conv2d], weights: Sequence[torch.Tensor],
+               c_offsets: Sequence[int], x: torch.Tensor) -> torch.Tensor:
+    """The gradient of the input ``x`` (N, C_in, H, W) of kernel levels (sharing their stride,
+    1 or 2) from their channels of the output gradient ``grad`` (N, C_out, H', W'): every
+    level summed into all channels, by the kernel. At stride 1 one call on ``grad`` with the
+    transposed, flipped kernels; at stride 2 one call per input phase
+    (:func:`stride2_kernel_size`). A new tensor like ``x``."""
+    n = len(levels)
+    transposed = [_transposed(w, lvl.groups) for lvl, w in zip(levels, weights)]
+    in_ranges = [(start, w.shape[0]) for start, w in zip(c_offsets, weights)]
+    grad_x = torch.empty_like(x)
+    if levels[0].stride[0] == 1:
+        _run(grad, [w.flip(-1, -2) for w in transposed], [None] * n,
+             [lvl.dilation[0] for lvl in levels], [0] * n, 1, grad_x, in_ranges=in_ranges)
+    else:
+        for a, b in PHASES:
+            kernels, paddings = zip(*[_phase_kernel(w, a, b) for w in transposed])
+            _run(grad, kernels, [None] * n, [1] * n, [0] * n, 1, grad_x[:, :, a::2, b::2],
+                 in_ranges=in_ranges, paddings=paddings)
+    return grad_x
+
+
+def weight_grads(x: torch.Tensor, grad: torch.Tensor, levels: Sequence[nn.Conv2d],
+                 weights: Sequence[torch.Tensor], c_offsets: Sequence[int],
+                 needed: Sequence[bool]) -> List[Optional[torch.Tensor]]:
     """The gradient of each level's weight (None where not ``needed``) from its channels of
     the output gradient ``grad`` (N, C_out, H', W') and the input ``x`` (N, C_in, H, W).
 
@@ -294,7 +316,7 @@ class LevelsFunction(torch.autograd.Function):
     kernels; at stride 2, one such convolution per input phase, see
     :func:`stride2_kernel_size`), the grouped levels' weights by the kernel's weight-gradient
     pass (at stride 2 it reads the input split into column phases, as the forward does) and an
-    ungrouped level's by the stock backward (:func:`_weight_grads`), the other levels' by
+    ungrouped level's by the stock backward (:func:`weight_grads`), the other levels' by
     slicing.
 
     ``apply(levels, c_offsets, other_offsets, x, *weights, *biases, *others)``: the kernel's
@@ -318,29 +340,16 @@ class LevelsFunction(torch.autograd.Function):
         ctx.levels, ctx.c_offsets, ctx.other_offsets = levels, c_offsets, other_offsets
         ctx.other_channels = [o.shape[1] for o in others]
         ctx.has_bias = [b.numel() > 0 for b in biases]
-        ctx.stride = stride
         return out
 
     @staticmethod
     def backward(ctx, grad):
         x, *weights = ctx.saved_tensors  # the kernels read any strides of grad
         levels, n = ctx.levels, len(weights)
-        grad_x = None
-        if ctx.needs_input_grad[3]:  # one call per phase: every level summed into all channels
-            transposed = [_transposed(w, lvl.groups) for lvl, w in zip(levels, weights)]
-            in_ranges = [(start, w.shape[0]) for start, w in zip(ctx.c_offsets, weights)]
-            grad_x = torch.empty_like(x)
-            if ctx.stride == 1:
-                _run(grad, [w.flip(-1, -2) for w in transposed], [None] * n,
-                     [lvl.dilation[0] for lvl in levels], [0] * n, 1, grad_x,
-                     in_ranges=in_ranges)
-            else:
-                for a, b in PHASES:
-                    kernels, paddings = zip(*[_phase_kernel(w, a, b) for w in transposed])
-                    _run(grad, kernels, [None] * n, [1] * n, [0] * n, 1,
-                         grad_x[:, :, a::2, b::2], in_ranges=in_ranges, paddings=paddings)
-        grad_weights = _weight_grads(x.detach(), grad, levels, weights, ctx.c_offsets,
-                                     ctx.needs_input_grad[4:4 + n])
+        grad_x = (input_grad(grad, levels, weights, ctx.c_offsets, x)
+                  if ctx.needs_input_grad[3] else None)
+        grad_weights = weight_grads(x.detach(), grad, levels, weights, ctx.c_offsets,
+                                    ctx.needs_input_grad[4:4 + n])
         grad_biases = [grad.narrow(1, start, w.shape[0]).sum((0, 2, 3)) if has else None
                        for start, w, has in zip(ctx.c_offsets, weights, ctx.has_bias)]
         grad_others = [grad.narrow(1, start, channels)

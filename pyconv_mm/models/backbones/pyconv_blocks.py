@@ -14,7 +14,7 @@ from mmcv.cnn import build_conv_layer, build_norm_layer
 from mmengine.model import BaseModule
 from torch import nn
 
-from pyconv_mm.ops import PyConv2d, PyConv3d, fused_inference
+from pyconv_mm.ops import PyConv2d, PyConv3d, fused_inference, reduced_pyconv
 from pyconv_mm.ops.pool import IndexFreeMaxPool2d, IndexFreeMaxPool3d
 from .recompute import checkpoint_once
 
@@ -126,9 +126,12 @@ class PyConvBottleneck(PyConvBlockBase):
         ndim: 2 or 3.
         with_cp: use gradient checkpointing (saves memory, costs a second forward).
         cp_pyconv_input: in training, keep neither the 1x1 reduce's output nor the PyConv's
-            input for backward, but recompute them and the PyConv from the block's input (kept
-            anyway). Meant for a block whose input is larger than the rest of its stage (the
-            first block of PyConvResNet's stage 1 runs at the stem's 112x112).
+            input for backward, but recompute them from the block's input (kept anyway):
+            where :func:`pyconv_mm.ops.reduced_pyconv.usable` (2D, CPU, float32, batch
+            norm) only them, from the norm's saved batch statistics; elsewhere the PyConv too
+            (activation checkpointing). Meant for a block whose input is larger than the rest
+            of its stage (the first block of PyConvResNet's stage 1 runs at the stem's
+            112x112).
         conv_cfg / norm_cfg: configs of the 1x1 convolutions and the norms.
     """
     expansion = 4
@@ -173,8 +176,11 @@ class PyConvBottleneck(PyConvBlockBase):
         # under with_cp the whole block is recomputed already
         if (self.cp_pyconv_input and not self.with_cp and self.training
                 and torch.is_grad_enabled()):
-            out = checkpoint_once(self.reduce_and_pyconv, x,
-                                  (self.conv1, self.norm(1), self.conv2))
+            if reduced_pyconv.usable(x, self.conv1, self.norm(1), self.relu, self.conv2):
+                out = reduced_pyconv.reduce_norm_pyconv(x, self.conv1, self.norm(1), self.conv2)
+            else:
+                out = checkpoint_once(self.reduce_and_pyconv, x,
+                                      (self.conv1, self.norm(1), self.conv2))
             out = self.relu(self.norm(2)(out))
         else:  # in inference, the PyConv's kernel may apply norm1, norm2 and their ReLUs
             out = self.conv2.forward_activated(self.conv1(x), self.norm(1), self.relu,

@@ -1,0 +1,161 @@
+"""A bottleneck's 1x1 reduction, batch norm, ReLU and PyConv in training, keeping for backward
+only the block's input and the norm's batch statistics.
+
+PyConvResNet's first block works at the stem's 112x112: the reduction's output (which a batch
+norm keeps for backward) and the activated tensor the PyConv reads (which the PyConv keeps)
+are 25.7 MB each at batch 8. Activation checkpointing (``cp_pyconv_input``) drops both and
+runs the reduction, the norm, the ReLU and the PyConv a second time in backward; the PyConv's
+output is not needed there, only its input. :func:`reduce_norm_pyconv` keeps the same tensors
+as the checkpoint (the block's input, which the shortcut keeps anyway) and in backward
+recomputes the 1x1 convolution and the activated tensor ``relu(y * scale + shift)`` from the
+saved batch statistics (the affine form ATen's CPU batch norm computes), then runs the
+PyConv's gradients on it: the PyConv's forward and the norm's statistics are computed once.
+
+Example:
+    >>> if usable(x, block.conv1, block.bn1, block.relu, block.conv2):
+    ...     out = reduce_norm_pyconv(x, block.conv1, block.bn1, block.conv2)
+"""
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import direct
+from .algorithms import _compiling
+from .pyconv import PyConv2d
+
+
+def usable(x: torch.Tensor, conv: nn.Module, norm: nn.Module, relu: nn.Module,
+           pyconv: nn.Module) -> bool:
+    """Whether :func:`reduce_norm_pyconv` computes ``pyconv(relu(norm(conv(x))))`` here: in
+    eager training on the CPU in float32 (no autocast), with a plain ``nn.Conv2d`` without
+    bias, an ``nn.BatchNorm2d`` in training mode with affine parameters and running
+    statistics, an ``nn.ReLU`` and a :class:`PyConv2d` whose levels have no bias, none of them
+    with hooks (they would not run). Elsewhere the caller checkpoints the modules as written.
+    """
+    if not (torch.is_grad_enabled() and not _compiling() and x.device.type == 'cpu'
+            and x.dtype == torch.float32 and x.dim() == 4 and not direct._cpu_autocast()):
+        return False
+    if not (type(conv) is nn.Conv2d and conv.bias is None and conv.padding_mode == 'zeros'
+            and type(norm) is nn.BatchNorm2d and norm.training and norm.affine
+            and norm.track_running_stats and type(relu) is nn.ReLU
+            and isinstance(pyconv, PyConv2d)
+            and all(level.bias is None for level in pyconv.levels)):
+        return False
+    return not any(module._forward_hooks or module._forward_pre_hooks
+                   for module in (conv, norm, relu, pyconv, *pyconv.levels))
+
+
+def reduce_norm_pyconv(x: torch.Tensor, conv: nn.Conv2d, norm: nn.BatchNorm2d,
+                       pyconv: PyConv2d) -> torch.Tensor:
+    """``pyconv(relu(norm(conv(x))))`` in training (see :func:`usable`), keeping for backward
+    ``x``, the weights and the norm's batch mean and inverse standard deviation. The norm
+    updates its running statistics once, as when called.
+
+    Shapes: (N, C_in, H, W) -> (N, pyconv.out_channels, H / stride, W / stride).
+    """
+    return _ReducedPyConv.apply((conv, norm, pyconv), x, conv.weight, norm.weight, norm.bias,
+                                *[level.weight for level in pyconv.levels])
+
+
+def _update_factor(norm: nn.BatchNorm2d) -> float:
+    """Count the batch as a training-mode batch norm's forward does; the weight of its
+    statistics in the running ones (``momentum``, or a cumulative average for None)."""
+    norm.num_batches_tracked.add_(1)
+    if norm.momentum is None:
+        return 1.0 / float(norm.num_batches_tracked)
+    return norm.momentum
+
+
+def _activated(y: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor,
+               weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """relu(batch_norm(y)) again from the batch's statistics, as ``y * scale + shift`` per
+    channel (the form ATen's CPU batch norm computes: equal to its output within rounding),
+    in ``y``'s memory format."""
+    scale = weight * invstd
+    shift = bias - mean * scale
+    return torch.addcmul(shift.view(1, -1, 1, 1), y, scale.view(1, -1, 1, 1)).relu_()
+
+
+def _pyconv_backward(pyconv: PyConv2d, forms: Sequence[str], x: torch.Tensor,
+                     grad: torch.Tensor, weights: Sequence[torch.Tensor],
+                     needed: Sequence[bool]) -> Tuple[torch.Tensor, List[Optional[torch.Tensor]]]:
+    """The gradients of the PyConv's input ``x`` and of its levels' weights (None where not
+    ``needed``) for its output gradient ``grad``, each level in the form it ran in: the
+    kernel's levels by the kernel (:func:`direct.input_grad`, :func:`direct.weight_grads`),
+    ``native`` ones by the stock convolution backward, the others (``dense``, ``depthwise``)
+    by autograd through that level's forward, run again."""
+    levels, starts = list(pyconv.levels), pyconv._level_starts()
+    in_kernel = [i for i, form in enumerate(forms) if form == 'direct']
+    grad_x, grad_weights = None, [None] * len(levels)
+    if in_kernel:
+        chosen = ([levels[i] for i in in_kernel], [weights[i] for i in in_kernel],
+                  [starts[i] for i in in_kernel])
+        grad_x = direct.input_grad(grad, *chosen, x)
+        for i, weight_grad in zip(in_kernel, direct.weight_grads(
+                x, grad, *chosen, [needed[i] for i in in_kernel])):
+            grad_weights[i] = weight_grad
+    for i, form in enumerate(forms):
+        if form == 'direct':
+            continue
+        level = levels[i]
+        level_grad = grad.narrow(1, starts[i], level.out_channels)
+        if form == 'native':
+            input_grad, weight_grad, _ = torch.ops.aten.convolution_backward(
+                level_grad, x, weights[i], None, list(level.stride), list(level.padding),
+                list(level.dilation), False, [0, 0], level.groups, [True, needed[i], False])
+        else:
+            with torch.enable_grad():
+                x_leaf = x.detach().requires_grad_()
+                weight_leaf = weights[i].detach().requires_grad_(needed[i])
+                out = pyconv._run_level(level, x_leaf, form, weight_leaf)
+                found = torch.autograd.grad(out, (x_leaf, weight_leaf) if needed[i] else
+                                            (x_leaf, ), level_grad)
+            input_grad, weight_grad = found[0], (found[1] if needed[i] else None)
+        grad_x = input_grad if grad_x is None else grad_x.add_(input_grad)
+        grad_weights[i] = weight_grad
+    return grad_x, grad_weights
+
+
+class _ReducedPyConv(torch.autograd.Function):
+    """``apply((conv, norm, pyconv), x, conv_weight, norm_weight, norm_bias, *level_weights)``:
+    see :func:`reduce_norm_pyconv`."""
+
+    @staticmethod
+    def forward(ctx, modules, x, conv_weight, norm_weight, norm_bias, *level_weights):
+        conv, norm, pyconv = modules
+        y = F.conv2d(x, conv_weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+        # the norm's own op (outputs and running statistics bit for bit as the module's)
+        activated, mean, invstd = torch.ops.aten.native_batch_norm(
+            y, norm_weight, norm_bias, norm.running_mean, norm.running_var, True,
+            _update_factor(norm), norm.eps)
+        del y
+        activated.relu_()
+        with torch.enable_grad():  # the forms chosen (timed if new) for training
+            forms = pyconv._forms(activated)
+        out = pyconv._run_forms(activated, forms)  # autograd is off in a Function's forward
+        ctx.save_for_backward(x, conv_weight, norm_weight, norm_bias, mean, invstd,
+                              *level_weights)
+        ctx.modules, ctx.forms = modules, forms
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, conv_weight, norm_weight, norm_bias, mean, invstd, *level_weights = ctx.saved_tensors
+        conv, norm, pyconv = ctx.modules
+        needs = ctx.needs_input_grad  # modules, x, conv_weight, norm_weight, norm_bias, levels
+        y = F.conv2d(x, conv_weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+        activated = _activated(y, mean, invstd, norm_weight, norm_bias)
+        grad_activated, level_grads = _pyconv_backward(pyconv, ctx.forms, activated, grad,
+                                                       level_weights, needs[5:])
+        grad_activated = torch.ops.aten.threshold_backward(grad_activated, activated, 0)
+        del activated
+        grad_y, grad_norm_weight, grad_norm_bias = torch.ops.aten.native_batch_norm_backward(
+            grad_activated, y, norm_weight, None, None, mean, invstd, True, norm.eps,
+            [True, needs[3], needs[4]])
+        del grad_activated, y
+        grad_x, grad_conv_weight, _ = torch.ops.aten.convolution_backward(
+            grad_y, x, conv_weight, None, list(conv.stride), list(conv.padding),
+            list(conv.dilation), False, [0, 0], conv.groups, [needs[1], needs[2], False])
+        return (None, grad_x, grad_conv_weight, grad_norm_weight, grad_norm_bias, *level_grads)
