@@ -10,6 +10,8 @@ as the checkpoint (the block's input, which the shortcut keeps anyway) and in ba
 recomputes the 1x1 convolution and the activated tensor ``relu(y * scale + shift)`` from the
 saved batch statistics (the affine form ATen's CPU batch norm computes), then runs the
 PyConv's gradients on it: the PyConv's forward and the norm's statistics are computed once.
+Where every level of the PyConv runs in our kernel, its forward applies the norm and the ReLU
+as it reads the reduction's output (as in inference): the activated tensor is not written.
 
 Example:
     >>> if usable(x, block.conv1, block.bn1, block.relu, block.conv2):
@@ -126,15 +128,24 @@ class _ReducedPyConv(torch.autograd.Function):
     def forward(ctx, modules, x, conv_weight, norm_weight, norm_bias, *level_weights):
         conv, norm, pyconv = modules
         y = F.conv2d(x, conv_weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
-        # the norm's own op (outputs and running statistics bit for bit as the module's)
-        activated, mean, invstd = torch.ops.aten.native_batch_norm(
-            y, norm_weight, norm_bias, norm.running_mean, norm.running_var, True,
-            _update_factor(norm), norm.eps)
-        del y
-        activated.relu_()
         with torch.enable_grad():  # the forms chosen (timed if new) for training
-            forms = pyconv._forms(activated)
-        out = pyconv._run_forms(activated, forms)  # autograd is off in a Function's forward
+            forms = pyconv._forms(y)  # the activated input's shape, format and dtype
+        if all(form == 'direct' for form in forms):
+            # the kernel applies the norm and the ReLU as it reads y: the activated tensor is
+            # never written (the running statistics are updated bit for bit as the module's)
+            mean, var = torch.batch_norm_update_stats(y, norm.running_mean, norm.running_var,
+                                                      _update_factor(norm))
+            invstd = torch.rsqrt(var + norm.eps)
+            scale = norm_weight * invstd
+            out = direct.levels_output(y, list(pyconv.levels), pyconv._level_starts(),
+                                       pyconv.out_channels,
+                                       activation=(scale, norm_bias - mean * scale))
+        else:  # the norm's own op (outputs and running statistics as the module's)
+            activated, mean, invstd = torch.ops.aten.native_batch_norm(
+                y, norm_weight, norm_bias, norm.running_mean, norm.running_var, True,
+                _update_factor(norm), norm.eps)
+            out = pyconv._run_forms(activated.relu_(), forms)  # no autograd in a forward
+        del y
         ctx.save_for_backward(x, conv_weight, norm_weight, norm_bias, mean, invstd,
                               *level_weights)
         ctx.modules, ctx.forms = modules, forms

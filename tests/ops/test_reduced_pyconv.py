@@ -59,7 +59,10 @@ def _assert_trains_as_written(block: PyConvBottleneck, inputs) -> None:
     for (name, p), q in zip(written.named_parameters(), block.parameters()):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-5, msg=name)
     for (name, b), c in zip(written.named_buffers(), block.buffers()):
-        assert torch.equal(c, b), f'{name} differs'
+        if name.startswith('bn1') or name.endswith('num_batches_tracked'):
+            assert torch.equal(c, b), f'{name} differs'  # the statistics it computes itself
+        else:  # after the PyConv: its input within rounding where the kernel applies bn1
+            torch.testing.assert_close(c, b, rtol=1e-5, atol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize('policy', ['auto', 'native', 'dense', 'depthwise', 'direct',
@@ -68,8 +71,8 @@ def _assert_trains_as_written(block: PyConvBottleneck, inputs) -> None:
 @pytest.mark.parametrize('channels_last', [False, True])
 def test_trains_as_the_modules_in_every_form(policy, stride, channels_last):
     """Each form of the levels (the kernel's on the grouped levels or on all, stock grouped,
-    dense, depthwise) has its own backward here; all equal the modules as written, running
-    statistics bit for bit."""
+    dense, depthwise) has its own backward here; all equal the modules as written, the first
+    norm's running statistics bit for bit."""
     from pyconv_mm.ops import direct
     if policy.startswith('direct') and not direct.AVAILABLE:
         pytest.skip('our CPU kernel is not built or this CPU has no AVX-512')
