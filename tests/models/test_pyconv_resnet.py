@@ -167,7 +167,10 @@ def test_with_cp_reaches_every_block_and_matches():
     x = torch.randn(2, 3, 32, 32, requires_grad=True)
     out = model(x)[0]
     out.sum().backward()
-    reference = PyConvResNet(50, out_indices=(3, ))
+    # the modules as written (with_cp recomputes the same ops; the default entrance_cp may let
+    # the kernel apply stage 1's first norm, whose rounding batch norms over 1 x 1 pixels of
+    # two images at stage 4 would blow up)
+    reference = PyConvResNet(50, entrance_cp=False, out_indices=(3, ))
     reference.load_state_dict(model.state_dict())
     reference.train()
     x2 = x.detach().clone().requires_grad_(True)
