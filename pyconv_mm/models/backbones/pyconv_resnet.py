@@ -131,8 +131,11 @@ class PyConvResNet(BackboneConventions, BaseModule):
             runs its 1x1 reduce, norm and strided PyConv at the stem's resolution, 4x the
             pixels of any later block. In training, recompute that part in backward instead of
             keeping its two activations: 49 MiB less at the peak of a PyConvResNet-50 step
-            (batch 8, 224x224; 98 MiB for PyConvHGResNet-50) for about 1% of the step's time.
-            Outputs, gradients and running statistics are as without it.
+            (batch 8, 224x224; 98 MiB for PyConvHGResNet-50). On the CPU (2D, float32) only
+            the 1x1 reduce and the activation are recomputed, not the PyConv
+            (:mod:`pyconv_mm.ops.reduced_pyconv`); elsewhere the whole part is checkpointed,
+            for about 1% of the step's time. Outputs, gradients and running statistics are as
+            without it (within rounding).
         zero_init_residual: zero the last norm of every block at initialisation.
         init_cfg: mmengine initialisation, e.g. ``dict(type='Pretrained', checkpoint=...)``.
 
