@@ -70,13 +70,18 @@ def _update_factor(norm: nn.BatchNorm2d) -> float:
     return norm.momentum
 
 
-def _activated(y: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor,
-               weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """relu(batch_norm(y)) again from the batch's statistics, as ``y * scale + shift`` per
-    channel (the form ATen's CPU batch norm computes: equal to its output within rounding),
-    in ``y``'s memory format."""
+def _batch_affine(mean: torch.Tensor, invstd: torch.Tensor, weight: torch.Tensor,
+                  bias: torch.Tensor) -> direct.Affine:
+    """(scale, shift) per channel with ``batch_norm(y) = y * scale + shift`` for the batch's
+    statistics (the form ATen's CPU batch norm computes)."""
     scale = weight * invstd
-    shift = bias - mean * scale
+    return scale, bias - mean * scale
+
+
+def _activated(y: torch.Tensor, affine: direct.Affine) -> torch.Tensor:
+    """relu(y * scale + shift) (the norm's output within rounding), in ``y``'s memory
+    format."""
+    scale, shift = affine
     return torch.addcmul(shift.view(1, -1, 1, 1), y, scale.view(1, -1, 1, 1)).relu_()
 
 
@@ -136,10 +141,10 @@ class _ReducedPyConv(torch.autograd.Function):
             mean, var = torch.batch_norm_update_stats(y, norm.running_mean, norm.running_var,
                                                       _update_factor(norm))
             invstd = torch.rsqrt(var + norm.eps)
-            scale = norm_weight * invstd
             out = direct.levels_output(y, list(pyconv.levels), pyconv._level_starts(),
                                        pyconv.out_channels,
-                                       activation=(scale, norm_bias - mean * scale))
+                                       activation=_batch_affine(mean, invstd, norm_weight,
+                                                                norm_bias))
         else:  # the norm's own op (outputs and running statistics as the module's)
             activated, mean, invstd = torch.ops.aten.native_batch_norm(
                 y, norm_weight, norm_bias, norm.running_mean, norm.running_var, True,
@@ -157,7 +162,7 @@ class _ReducedPyConv(torch.autograd.Function):
         conv, norm, pyconv = ctx.modules
         needs = ctx.needs_input_grad  # modules, x, conv_weight, norm_weight, norm_bias, levels
         y = F.conv2d(x, conv_weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
-        activated = _activated(y, mean, invstd, norm_weight, norm_bias)
+        activated = _activated(y, _batch_affine(mean, invstd, norm_weight, norm_bias))
         grad_activated, level_grads = _pyconv_backward(pyconv, ctx.forms, activated, grad,
                                                        level_weights, needs[5:])
         grad_activated = torch.ops.aten.threshold_backward(grad_activated, activated, 0)
