@@ -175,33 +175,44 @@ void conv_tile_k(const Tile& t) {
       });
 }
 
-// The same for 1 or 2 output channels: each input row is loaded once for every output row of
-// the tile that reads it (R + K - 1 loads for R x K taps), with the K x CO weights of a kernel
-// column kept in registers.
-template <int R, int CO, int S, int K>
-void conv_tile_reuse(const Tile& t) {
-  constexpr int kRows = (R - 1) * S + K;  // input rows a tile reads
-  tile_frame_k<R, CO, S, K, K>(
-      t, [&t](__m512(&acc)[R][CO], const float* rows, const float* w_ci, int kx) {
-        __m512 w[K][CO];
+// Kernel rows [KY0, KY0 + KC) (clipped to KH) of one kernel column kx, then the next KC: each
+// input row is loaded once for every output row of the tile that reads it (R + KC - 1 loads
+// for R x KC taps at stride 1), with the KC x CO weights in registers.
+template <int R, int CO, int S, int KY0, int KC, int KH, int KW>
+inline void reuse_rows(const Tile& t, __m512 (&acc)[R][CO], const float* rows,
+                       const float* w_ci, int kx) {
+  constexpr int kCount = KH - KY0 < KC ? KH - KY0 : KC;
+  constexpr int kRows = (R - 1) * S + kCount;  // input rows these kernel rows read
+  __m512 w[kCount][CO];
 #pragma GCC unroll 16
-        for (int ky = 0; ky < K; ++ky)
+  for (int ky = 0; ky < kCount; ++ky)
 #pragma GCC unroll 16
-          for (int co = 0; co < CO; ++co)
-            w[ky][co] = _mm512_set1_ps(w_ci[co * t.weight_stride + ky * K + kx]);
+    for (int co = 0; co < CO; ++co)
+      w[ky][co] = _mm512_set1_ps(w_ci[co * t.weight_stride + (KY0 + ky) * KW + kx]);
 #pragma GCC unroll 32
-        for (int row = 0; row < kRows; ++row) {
-          const __m512 x = _mm512_loadu_ps(rows + row * t.width);
+  for (int row = 0; row < kRows; ++row) {
+    const __m512 x = _mm512_loadu_ps(rows + (KY0 + row) * t.width);
 #pragma GCC unroll 16
-          for (int r = 0; r < R; ++r) {
-            const int ky = row - r * S;
-            if (ky >= 0 && ky < K) {
+    for (int r = 0; r < R; ++r) {
+      const int ky = row - r * S;
+      if (ky >= 0 && ky < kCount) {
 #pragma GCC unroll 16
-              for (int co = 0; co < CO; ++co)
-                acc[r][co] = _mm512_fmadd_ps(x, w[ky][co], acc[r][co]);
-            }
-          }
-        }
+        for (int co = 0; co < CO; ++co) acc[r][co] = _mm512_fmadd_ps(x, w[ky][co], acc[r][co]);
+      }
+    }
+  }
+  if constexpr (KY0 + KC < KH) reuse_rows<R, CO, S, KY0 + KC, KC, KH, KW>(t, acc, rows, w_ci, kx);
+}
+
+// conv_tile_k loading each input row once for all the kernel rows it holds weights for
+// (`reuse_rows`): all KH of them for 1 or 2 output channels, 3 at a time for 4 (16
+// accumulators and 12 weights in registers).
+template <int R, int CO, int S, int KH, int KW>
+void conv_tile_reuse(const Tile& t) {
+  constexpr int kChunk = CO == 4 ? 3 : KH;
+  tile_frame_k<R, CO, S, KH, KW>(
+      t, [&t](__m512(&acc)[R][CO], const float* rows, const float* w_ci, int kx) {
+        reuse_rows<R, CO, S, 0, kChunk, KH, KW>(t, acc, rows, w_ci, kx);
       });
 }
 
@@ -440,40 +451,44 @@ WeightGradFn pick_weight_grad(int64_t kernel, int channels) {
 
 using TileFn = void (*)(const Tile&);
 
-// The unrolled 4 x 4 tile for a kernel of KH x kw taps, kw in 1..5, or null.
+// The 4 x 4 row-reuse tile for a kernel of KH x kw taps, kw in 1..5, or null.
 template <int S, int KH>
 TileFn rect_tile(int64_t kw) {
   switch (kw) {
-    case 1: return &conv_tile_k<4, 4, S, KH, 1>;
-    case 2: return &conv_tile_k<4, 4, S, KH, 2>;
-    case 3: return &conv_tile_k<4, 4, S, KH, 3>;
-    case 4: return &conv_tile_k<4, 4, S, KH, 4>;
-    case 5: return &conv_tile_k<4, 4, S, KH, 5>;
+    case 1: return &conv_tile_reuse<4, 4, S, KH, 1>;
+    case 2: return &conv_tile_reuse<4, 4, S, KH, 2>;
+    case 3: return &conv_tile_reuse<4, 4, S, KH, 3>;
+    case 4: return &conv_tile_reuse<4, 4, S, KH, 4>;
+    case 5: return &conv_tile_reuse<4, 4, S, KH, 5>;
     default: return nullptr;
   }
 }
 
 // The tile function of a level: where K is a PyConv kernel size (dilation 1), the row-reuse
-// tile for 1 or 2 output channels per tile and the unrolled 4 x 4 tile for 4; for 4 channels
-// and a rectangle of up to 5 x 5 taps at stride 1 (the phases of a strided level's input
-// gradient), an unrolled 4 x 4 tile too; else the general one. Sets the tile's rows and
+// tile, except for 4 output channels per tile at stride 2 from K = 5 on, where the taps
+// unrolled without reuse ran faster (4 x 4 tiles at stride 2 reuse few rows: 9 loads for 12
+// kernel rows; stage 2's strided 7x7/G8 level 4.56 ms unrolled against 4.71 with reuse); for 4
+// channels and a rectangle of up to 5 x 5 taps at stride 1 (the phases of a strided level's
+// input gradient), the row-reuse tile too; else the general one. Sets the tile's rows and
 // channels.
 template <int S>
 TileFn pick_tile(int64_t kh, int64_t kw, int64_t dilation, int64_t out_per_group, int* rows,
                  int* channels) {
   *channels = channels_per_tile(out_per_group, 4);
   *rows = *channels == 1 ? 8 : 4;
-  if (dilation == 1 && kh == kw && *channels <= 2) {
-#define PYCONV_REUSE(K) \
-  if (kh == K)          \
-    return *channels == 1 ? &conv_tile_reuse<8, 1, S, K> : &conv_tile_reuse<4, 2, S, K>;
+  if (dilation == 1 && kh == kw && (*channels <= 2 || kh == 3 || S == 1)) {
+#define PYCONV_REUSE(K)                                                  \
+  if (kh == K)                                                           \
+    return *channels == 1 ? &conv_tile_reuse<8, 1, S, K, K>              \
+                          : (*channels == 2 ? &conv_tile_reuse<4, 2, S, K, K> \
+                                            : &conv_tile_reuse<4, 4, S, K, K>);
     PYCONV_REUSE(3) PYCONV_REUSE(5) PYCONV_REUSE(7) PYCONV_REUSE(9)
 #undef PYCONV_REUSE
   }
   if (dilation == 1 && kh == kw && *channels == 4) {
 #define PYCONV_UNROLLED(K) \
   if (kh == K) return &conv_tile_k<4, 4, S, K, K>;
-    PYCONV_UNROLLED(3) PYCONV_UNROLLED(5) PYCONV_UNROLLED(7) PYCONV_UNROLLED(9)
+    PYCONV_UNROLLED(5) PYCONV_UNROLLED(7) PYCONV_UNROLLED(9)
 #undef PYCONV_UNROLLED
   }
   if (S == 1 && dilation == 1 && *channels == 4) {
