@@ -69,7 +69,8 @@ def _plain_convolutions() -> Tuple[type, ...]:
 PLAIN_CONVOLUTIONS = _plain_convolutions()
 
 
-def _hooked(module: nn.Module) -> bool:
+def hooked(module: nn.Module) -> bool:
+    """Whether ``module`` has forward or forward pre-hooks of its own."""
     return bool(module._forward_hooks or module._forward_pre_hooks)
 
 
@@ -88,7 +89,7 @@ def usable(x: torch.Tensor, bypassed: Sequence[nn.Module]) -> bool:
     if _global_forward_hooks or _global_forward_pre_hooks:
         return False
     for module in bypassed:
-        if _hooked(module):
+        if hooked(module):
             return False
         if isinstance(module, nn.modules.conv._ConvNd):
             if type(module) not in PLAIN_CONVOLUTIONS or module.padding_mode != 'zeros' \
@@ -174,7 +175,7 @@ def shortcut_bypassed(shortcut: Optional[nn.Module]) -> Optional[Tuple[nn.Module
     Sequential has hooks)."""
     if shortcut is None or not isinstance(shortcut, nn.Sequential):
         return ()
-    if _hooked(shortcut) or len(shortcut) < 2 \
+    if hooked(shortcut) or len(shortcut) < 2 \
             or not isinstance(shortcut[-2], nn.modules.conv._ConvNd):
         return None
     return tuple(shortcut[-2:])

@@ -251,3 +251,38 @@ def test_conv_norm_act_reports_a_residual_of_another_shape():
                                         r'.*output \(1, 8, 3, 3\)'):
         fused_inference.conv_norm_act(torch.randn(1, 4, 5, 5), conv, norm, True,
                                       residual=torch.randn(1, 8, 5, 5), into_residual=True)
+
+
+def test_a_stage_adds_into_the_outputs_it_owns(monkeypatch):
+    """In a stage (``PyConvStage``), a fused block after the first writes its output into its
+    input, the output of the block before, which nothing else holds; never into the stage's
+    input. A forward hook on a block (it may keep the output) leaves that output to it."""
+    monkeypatch.setattr(fused_inference, 'prefer_fused', lambda *args: True)
+    stage = randomize_norms(PyConvResNet(50)).eval().layer1
+    x = torch.randn(2, 64, 16, 16)
+    x_before = x.clone()
+    with torch.no_grad(), fused_inference_off():
+        expected = stage(x)
+    into_residual = []  # per fused add: whether it wrote into the tensor it added
+    original = fused_inference.convolve
+
+    def recording(*args, **kwargs):
+        if len(args) > 8 and args[8] is not None:  # as conv_norm_act calls it
+            into_residual.append(args[9])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fused_inference, 'convolve', recording)
+    with torch.no_grad():
+        out = stage(x)
+    assert_close(out, expected)
+    assert torch.equal(x, x_before)
+    assert into_residual == [True, True, True]  # the shortcut's new tensor, then owned inputs
+    kept = []
+    stage[0].register_forward_hook(lambda module, args, output: kept.append(
+        (output, output.clone())))
+    into_residual.clear()
+    with torch.no_grad():
+        out = stage(x)
+    assert into_residual == [True, False, True]
+    assert torch.equal(*kept[0])
+    assert_close(out, expected)
