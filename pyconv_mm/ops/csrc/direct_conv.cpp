@@ -663,8 +663,12 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
     levels.push_back(lvl);
   }
   // A task is a band of output rows of one image, for all levels: it copies the band's input
-  // rows (all channels, padded for the widest level) into a buffer (C, S, rows, width), then
-  // runs every level's tiles from it.
+  // rows (all channels, padded for the widest level) into a buffer of its thread (C, S,
+  // height, width) that has a row for every padded image row, then runs every level's tiles
+  // from it. A thread runs consecutive bands (at::parallel_for gives it one range of tasks):
+  // the rows an earlier band of the same image copied stay, so each band copies only the rows
+  // below them, not the halo it shares with the band above (a 9x9 level at stride 1: 8 rows
+  // of 16).
   // the band buffer's zero rows and columns on each side: the most any level needs
   int64_t pad = 0;
   for (const Level& lvl : levels)
@@ -672,11 +676,13 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
                     (lvl.kernel_h - 1) * lvl.dilation - lvl.pad_top,
                     (lvl.kernel_w - 1) * lvl.dilation - lvl.pad_left});
   const int64_t span = 2 * pad + 1;  // covers the taps and offsets of every level
-  const int64_t rows = (kBandRows - 1) * stride + span;
+  const int64_t rows = (kBandRows - 1) * stride + span;  // the input rows a band reads
   const int64_t width =
       std::max((W + 2 * pad + stride - 1) / stride, (Wo + 15) / 16 * 16 + (span - 1) / stride + 1);
-  const int64_t plane = rows * width;
   const int64_t bands = (Ho + kBandRows - 1) / kBandRows;
+  // buffer row b holds image row b - pad; the last band reads up to row `height` - 1
+  const int64_t height = (bands - 1) * kBandRows * stride + rows;
+  const int64_t plane = height * width;
   const float* src = x.data_ptr<float>() + in_first * x.stride(1);
   float* dst = out.data_ptr<float>();
   const int64_t sn = x.stride(0), sc = x.stride(1), sh = x.stride(2), sw = x.stride(3);
@@ -694,9 +700,9 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
   const int64_t band_width = (Wo + 15) / 16 * 16;
   const bool transpose_out =
       out.stride(1) == 1 && covered == c_end - c_first && covered % 16 == 0;
-  // what the zeros of a thread's input buffer depend on: the columns past the image are never
-  // written, so a buffer of the same layout only needs its rows outside the image zeroed
-  const std::vector<int64_t> layout = {C, stride, plane, width, rows, pad, W};
+  // what the zeros of a thread's input buffer depend on: rows and columns outside the image are
+  // never written, so a buffer of the same layout keeps them
+  const std::vector<int64_t> layout = {C, stride, plane, width, height, pad, H, W};
   at::parallel_for(0, N * bands, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> buffer, band_out;
     thread_local std::vector<int64_t> buffer_layout;
@@ -705,19 +711,18 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
       buffer_layout = layout;
     }
     if (transpose_out) band_out.resize(covered * kBandRows * band_width);
+    int64_t copied_image = -1, copied_end = 0;  // the buffer holds rows [.., copied_end) of it
     for (int64_t task = begin; task < end; ++task) {
       const int64_t band = task % bands, n = task / bands;
       const int64_t oy0 = band * kBandRows;
-      const int64_t y0 = oy0 * stride - pad;  // image row of buffer row 0
-      for (int64_t r = 0; r < rows; ++r) {
-        const int64_t y = y0 + r;
+      const int64_t first = oy0 * stride;  // buffer row of the band's first input row
+      if (n != copied_image) copied_image = n, copied_end = 0;
+      const int64_t copy_from = std::max({first, copied_end, pad});  // rows above the image
+      const int64_t copy_end = std::min(first + rows, pad + H);      // and below stay zero
+      copied_end = std::max(copied_end, copy_end);
+      for (int64_t r = copy_from; r < copy_end; ++r) {
         float* out_row = buffer.data() + r * width;
-        if (y < 0 || y >= H) {
-          for (int64_t plane_index = 0; plane_index < C * stride; ++plane_index)
-            std::fill_n(out_row + plane_index * plane, width, 0.f);
-          continue;
-        }
-        const float* in_row = src + n * sn + y * sh;
+        const float* in_row = src + n * sn + (r - pad) * sh;
         if (transpose_in) {
           const auto copy = stride == 1
                                 ? (activation ? &copy_row_channels_last<1, true>
@@ -775,7 +780,7 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
               t.scale = t.shift = nullptr;
             }
             for (int64_t j = 0; j < band_rows; j += lvl.tile_rows) {
-              t.in_y = j * stride;
+              t.in_y = first + j * stride;
               t.rows = static_cast<int>(std::min<int64_t>(lvl.tile_rows, band_rows - j));
               t.out = transpose_out
                           ? band_out.data() + (lvl.c_offset - c_first + channel) * t.out_stride_c +
