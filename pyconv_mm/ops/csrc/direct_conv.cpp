@@ -518,6 +518,29 @@ struct Level {
   int tile_rows, tile_channels;
 };
 
+// Zeros in planar band buffers (C channels x S phase planes of `height` x `width` floats, as
+// the kernel's input buffers: image row y at buffer row y + pad, image column x at padded
+// column x + pad, in phase (x + pad) % S at (x + pad) / S) wherever no image element goes:
+// the rows above and below the image and, in its rows, the columns left and right of it.
+void zero_outside_image(float* buffer, int64_t C, int64_t S, int64_t height, int64_t width,
+                        int64_t pad, int64_t H, int64_t W) {
+  for (int64_t p = 0; p < C * S; ++p) {
+    float* plane = buffer + p * height * width;
+    const int64_t phase = p % S;
+    // the first and one past the last column of this phase that holds image columns
+    const int64_t first = (pad - phase + S - 1) / S, last = (pad + W - phase + S - 1) / S;
+    for (int64_t r = 0; r < height; ++r) {
+      float* row = plane + r * width;
+      if (r < pad || r >= pad + H) {
+        std::fill_n(row, width, 0.f);
+      } else {
+        std::fill_n(row, first, 0.f);
+        std::fill_n(row + last, width - last, 0.f);
+      }
+    }
+  }
+}
+
 // The (scale, shift) of an activation, contiguous, after checking that each has one float32
 // value per channel; undefined tensors when none is given (empty tensors).
 std::pair<torch::Tensor, torch::Tensor> checked_affine(const torch::Tensor& scale,
@@ -706,8 +729,9 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
   at::parallel_for(0, N * bands, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> buffer, band_out;
     thread_local std::vector<int64_t> buffer_layout;
-    if (buffer_layout != layout) {
-      buffer.assign(C * stride * plane, 0.f);
+    if (buffer_layout != layout) {  // zeros where no image element is ever copied
+      buffer.resize(C * stride * plane);
+      zero_outside_image(buffer.data(), C, stride, height, width, pad, H, W);
       buffer_layout = layout;
     }
     if (transpose_out) band_out.resize(covered * kBandRows * band_width);
