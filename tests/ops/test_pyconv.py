@@ -417,6 +417,20 @@ def test_direct_kernel_reuses_its_buffers_and_trains_strided_levels_on_even_size
 
 @needs_direct_kernel
 @pytest.mark.parametrize('stride', [1, 2])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_direct_kernel_on_images_too_large_to_buffer_whole(stride, channels_last):
+    """A thread's input buffer holds whole images up to 8 MiB (a band then copies only the
+    rows the band above did not); past that, as for this 200 x 200 input with 64 channels,
+    one band's rows, copied whole for each band: forward and gradients equal separate
+    convolutions both ways (the small inputs of the other tests take whole images)."""
+    conv = PyConv2d(64, 64, [3, 5, 7, 9], [1, 4, 8, 16], stride=stride)
+    with algorithm_policy('direct'):
+        out = check_equivalence(conv, (1, 64, 200, 200), channels_last=channels_last)
+    assert type(out.grad_fn).__name__ == 'LevelsFunctionBackward'
+
+
+@needs_direct_kernel
+@pytest.mark.parametrize('stride', [1, 2])
 @pytest.mark.parametrize('height, width', [(23, 37), (8, 16), (5, 19)])
 def test_direct_kernel_channels_last_blocks(stride, height, width):
     """channels_last inputs and outputs of whole 16-channel blocks take the kernel's 16 x 16

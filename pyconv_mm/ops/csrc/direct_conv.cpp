@@ -31,6 +31,8 @@
 namespace {
 
 constexpr int64_t kBandRows = 8;  // output rows of a task; every tile height divides it
+// Floats of a thread's input buffer up to which it holds whole images (see conv_levels)
+constexpr int64_t kWholeImageFloats = int64_t{2} << 20;  // 8 MiB
 
 // What one tile reads and writes.
 struct Tile {
@@ -519,11 +521,11 @@ struct Level {
 };
 
 // Zeros in planar band buffers (C channels x S phase planes of `height` x `width` floats, as
-// the kernel's input buffers: image row y at buffer row y + pad, image column x at padded
-// column x + pad, in phase (x + pad) % S at (x + pad) / S) wherever no image element goes:
-// the rows above and below the image and, in its rows, the columns left and right of it.
+// the kernel's input buffers: image columns x at padded column x + pad, in phase (x + pad) %
+// S at (x + pad) / S) wherever no image element goes: the rows outside [top, top + rows) and,
+// in those, the columns left and right of the image's W.
 void zero_outside_image(float* buffer, int64_t C, int64_t S, int64_t height, int64_t width,
-                        int64_t pad, int64_t H, int64_t W) {
+                        int64_t top, int64_t rows, int64_t pad, int64_t W) {
   for (int64_t p = 0; p < C * S; ++p) {
     float* plane = buffer + p * height * width;
     const int64_t phase = p % S;
@@ -531,7 +533,7 @@ void zero_outside_image(float* buffer, int64_t C, int64_t S, int64_t height, int
     const int64_t first = (pad - phase + S - 1) / S, last = (pad + W - phase + S - 1) / S;
     for (int64_t r = 0; r < height; ++r) {
       float* row = plane + r * width;
-      if (r < pad || r >= pad + H) {
+      if (r < top || r >= top + rows) {
         std::fill_n(row, width, 0.f);
       } else {
         std::fill_n(row, first, 0.f);
@@ -687,11 +689,12 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
   }
   // A task is a band of output rows of one image, for all levels: it copies the band's input
   // rows (all channels, padded for the widest level) into a buffer of its thread (C, S,
-  // height, width) that has a row for every padded image row, then runs every level's tiles
-  // from it. A thread runs consecutive bands (at::parallel_for gives it one range of tasks):
-  // the rows an earlier band of the same image copied stay, so each band copies only the rows
-  // below them, not the halo it shares with the band above (a 9x9 level at stride 1: 8 rows
-  // of 16).
+  // height, width), then runs every level's tiles from it. Where it takes at most
+  // kWholeImageFloats, the buffer has a row for every padded image row: a thread runs
+  // consecutive bands (at::parallel_for gives it one range of tasks), the rows an earlier band
+  // of the same image copied stay, and each band copies only the rows below them, not the
+  // halo it shares with the band above (a 9x9 level at stride 1: 8 rows of 16). Larger images
+  // (a detector's, say) take a buffer of one band's rows, copied whole for each band.
   // the band buffer's zero rows and columns on each side: the most any level needs
   int64_t pad = 0;
   for (const Level& lvl : levels)
@@ -703,8 +706,12 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
   const int64_t width =
       std::max((W + 2 * pad + stride - 1) / stride, (Wo + 15) / 16 * 16 + (span - 1) / stride + 1);
   const int64_t bands = (Ho + kBandRows - 1) / kBandRows;
-  // buffer row b holds image row b - pad; the last band reads up to row `height` - 1
-  const int64_t height = (bands - 1) * kBandRows * stride + rows;
+  // padded image row r (image row r - pad) is at buffer row r - base, base 0 for whole images
+  // and the band's first input row otherwise; the last band reads up to padded row
+  // whole_height - 1
+  const int64_t whole_height = (bands - 1) * kBandRows * stride + rows;
+  const bool whole = C * stride * whole_height * width <= kWholeImageFloats;
+  const int64_t height = whole ? whole_height : rows;
   const int64_t plane = height * width;
   const float* src = x.data_ptr<float>() + in_first * x.stride(1);
   float* dst = out.data_ptr<float>();
@@ -723,29 +730,36 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
   const int64_t band_width = (Wo + 15) / 16 * 16;
   const bool transpose_out =
       out.stride(1) == 1 && covered == c_end - c_first && covered % 16 == 0;
-  // what the zeros of a thread's input buffer depend on: rows and columns outside the image are
-  // never written, so a buffer of the same layout keeps them
+  // what the zeros of a thread's input buffer depend on: columns outside the image are never
+  // written, nor, in a whole-image buffer, rows outside it; a buffer of the same layout keeps
+  // them
   const std::vector<int64_t> layout = {C, stride, plane, width, height, pad, H, W};
   at::parallel_for(0, N * bands, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> buffer, band_out;
     thread_local std::vector<int64_t> buffer_layout;
     if (buffer_layout != layout) {  // zeros where no image element is ever copied
       buffer.resize(C * stride * plane);
-      zero_outside_image(buffer.data(), C, stride, height, width, pad, H, W);
+      zero_outside_image(buffer.data(), C, stride, height, width, whole ? pad : 0,
+                         whole ? H : height, pad, W);
       buffer_layout = layout;
     }
     if (transpose_out) band_out.resize(covered * kBandRows * band_width);
-    int64_t copied_image = -1, copied_end = 0;  // the buffer holds rows [.., copied_end) of it
+    // a whole-image buffer holds padded rows [.., copied_end) of image copied_image
+    int64_t copied_image = -1, copied_end = 0;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t band = task % bands, n = task / bands;
       const int64_t oy0 = band * kBandRows;
-      const int64_t first = oy0 * stride;  // buffer row of the band's first input row
-      if (n != copied_image) copied_image = n, copied_end = 0;
-      const int64_t copy_from = std::max({first, copied_end, pad});  // rows above the image
-      const int64_t copy_end = std::min(first + rows, pad + H);      // and below stay zero
-      copied_end = std::max(copied_end, copy_end);
-      for (int64_t r = copy_from; r < copy_end; ++r) {
-        float* out_row = buffer.data() + r * width;
+      const int64_t first = oy0 * stride;  // padded image row of the band's first input row
+      const int64_t base = whole ? 0 : first;
+      if (n != copied_image || !whole) copied_image = n, copied_end = 0;
+      for (int64_t r = std::max(first, copied_end); r < first + rows; ++r) {
+        float* out_row = buffer.data() + (r - base) * width;
+        if (r < pad || r >= pad + H) {  // zeros: kept by a whole-image buffer
+          if (!whole)
+            for (int64_t plane_index = 0; plane_index < C * stride; ++plane_index)
+              std::fill_n(out_row + plane_index * plane, width, 0.f);
+          continue;
+        }
         const float* in_row = src + n * sn + (r - pad) * sh;
         if (transpose_in) {
           const auto copy = stride == 1
@@ -768,6 +782,7 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
                 value;
           }
       }
+      copied_end = first + rows;
       const int64_t band_rows = std::min<int64_t>(kBandRows, Ho - oy0);
       Tile t;
       t.plane = plane;
@@ -804,7 +819,7 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
               t.scale = t.shift = nullptr;
             }
             for (int64_t j = 0; j < band_rows; j += lvl.tile_rows) {
-              t.in_y = first + j * stride;
+              t.in_y = first - base + j * stride;
               t.rows = static_cast<int>(std::min<int64_t>(lvl.tile_rows, band_rows - j));
               t.out = transpose_out
                           ? band_out.data() + (lvl.c_offset - c_first + channel) * t.out_stride_c +
