@@ -520,27 +520,30 @@ struct Level {
   int tile_rows, tile_channels;
 };
 
-// Zeros in planar band buffers (C channels x S phase planes of `height` x `width` floats, as
-// the kernel's input buffers: image columns x at padded column x + pad, in phase (x + pad) %
-// S at (x + pad) / S) wherever no image element goes: the rows outside [top, top + rows) and,
-// in those, the columns left and right of the image's W.
+// Zeros in one row of a planar phase plane (`width` floats; image column x at padded column
+// x + pad, in phase (x + pad) % S at (x + pad) / S) wherever no image element goes: all of
+// it outside the image's rows, else the columns of this phase left and right of the image's W.
+void zero_outside_image_row(float* line, int64_t width, bool image_row, int64_t phase,
+                            int64_t S, int64_t pad, int64_t W) {
+  if (!image_row) {
+    std::fill_n(line, width, 0.f);
+    return;
+  }
+  // the first and one past the last column of this phase that holds image columns
+  const int64_t first = (pad - phase + S - 1) / S, last = (pad + W - phase + S - 1) / S;
+  std::fill_n(line, first, 0.f);
+  std::fill_n(line + last, width - last, 0.f);
+}
+
+// zero_outside_image_row for every row of planar band buffers (C channels x S phase planes of
+// `height` x `width` floats, as the kernel's input buffers), rows [top, top + rows) the
+// image's.
 void zero_outside_image(float* buffer, int64_t C, int64_t S, int64_t height, int64_t width,
                         int64_t top, int64_t rows, int64_t pad, int64_t W) {
-  for (int64_t p = 0; p < C * S; ++p) {
-    float* plane = buffer + p * height * width;
-    const int64_t phase = p % S;
-    // the first and one past the last column of this phase that holds image columns
-    const int64_t first = (pad - phase + S - 1) / S, last = (pad + W - phase + S - 1) / S;
-    for (int64_t r = 0; r < height; ++r) {
-      float* row = plane + r * width;
-      if (r < top || r >= top + rows) {
-        std::fill_n(row, width, 0.f);
-      } else {
-        std::fill_n(row, first, 0.f);
-        std::fill_n(row + last, width - last, 0.f);
-      }
-    }
-  }
+  for (int64_t p = 0; p < C * S; ++p)
+    for (int64_t r = 0; r < height; ++r)
+      zero_outside_image_row(buffer + (p * height + r) * width, width,
+                             r >= top && r < top + rows, p % S, S, pad, W);
 }
 
 // The (scale, shift) of an activation, contiguous, after checking that each has one float32
@@ -859,17 +862,9 @@ void planar(const torch::Tensor& t, int64_t c0, int64_t C, int64_t pad_rows, int
         float* row = dst + n * C * S * plane + r * width;
         const bool inside = y >= 0 && y < H;
         for (int64_t c = 0; c < C; ++c)
-          for (int64_t phase = 0; phase < S; ++phase) {
-            float* line = row + (c * S + phase) * plane;
-            if (!inside) {
-              std::fill_n(line, width, 0.f);
-              continue;
-            }
-            // the columns of this phase left of the image and right of it
-            const int64_t first = (pad - phase + S - 1) / S, last = (pad + W - phase + S - 1) / S;
-            std::fill_n(line, first, 0.f);
-            std::fill_n(line + last, width - last, 0.f);
-          }
+          for (int64_t phase = 0; phase < S; ++phase)
+            zero_outside_image_row(row + (c * S + phase) * plane, width, inside, phase, S, pad,
+                                   W);
         if (!inside) continue;
         const float* in_row = src + n * t.stride(0) + y * t.stride(2);
         if (S == 1)
