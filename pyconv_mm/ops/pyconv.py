@@ -158,6 +158,19 @@ class _PyConvNd(nn.Module):
         return not any(module._forward_hooks or module._forward_pre_hooks
                        for module in (self, relu, *norms))
 
+    def levels_in_kernel(self, x: torch.Tensor, activation: Optional[direct.Affine] = None,
+                         output_activation: Optional[direct.Affine] = None) -> torch.Tensor:
+        """Every level in our kernel (no autograd), on ``relu(x * scale + shift)`` for
+        ``activation = (scale, shift)`` (float32, one value per input channel) formed as the
+        kernel reads ``x``, and with ``output_activation`` applied so as it stores its output
+        (see :func:`direct.conv_levels`).
+
+        Shapes: (N, C_in, H, W) -> (N, C_out, H / stride, W / stride).
+        """
+        return direct.levels_output(x, list(self.levels), self._level_starts(),
+                                    self.out_channels, activation=activation,
+                                    output_activation=output_activation)
+
     def _forward_activated_in_kernel(self, x: torch.Tensor, norm: Optional[nn.Module],
                                      out_norm: Optional[nn.Module]) -> torch.Tensor:
         """Every level in the kernel, on ``relu(norm(x))`` formed as the kernel reads ``x``
@@ -167,10 +180,8 @@ class _PyConvNd(nn.Module):
                 return None
             return tuple(t.float() for t in direct.batch_norm_affine(module, channels))
 
-        return direct.levels_output(
-            x, list(self.levels), self._level_starts(), self.out_channels,
-            activation=float32_affine(norm, x.shape[1]),
-            output_activation=float32_affine(out_norm, self.out_channels))
+        return self.levels_in_kernel(x, float32_affine(norm, x.shape[1]),
+                                     float32_affine(out_norm, self.out_channels))
 
     def _forward_normed_by_onednn(self, x: torch.Tensor, out_norm: nn.Module) -> torch.Tensor:
         """``relu(out_norm(self(x)))`` with each level one oneDNN convolution, its slice of

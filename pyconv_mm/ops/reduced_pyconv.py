@@ -141,10 +141,8 @@ class _ReducedPyConv(torch.autograd.Function):
             mean, var = torch.batch_norm_update_stats(y, norm.running_mean, norm.running_var,
                                                       _update_factor(norm))
             invstd = torch.rsqrt(var + norm.eps)
-            out = direct.levels_output(y, list(pyconv.levels), pyconv._level_starts(),
-                                       pyconv.out_channels,
-                                       activation=_batch_affine(mean, invstd, norm_weight,
-                                                                norm_bias))
+            out = pyconv.levels_in_kernel(
+                y, activation=_batch_affine(mean, invstd, norm_weight, norm_bias))
         else:  # the norm's own op (outputs and running statistics as the module's)
             activated, mean, invstd = torch.ops.aten.native_batch_norm(
                 y, norm_weight, norm_bias, norm.running_mean, norm.running_var, True,
