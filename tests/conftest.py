@@ -5,7 +5,7 @@ import os.path as osp
 import subprocess
 import sys
 import tempfile
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import pytest
 
@@ -20,6 +20,19 @@ os.environ.setdefault('OMP_NUM_THREADS', '2')
 needs_direct_kernel = pytest.mark.skipif(
     not __import__('pyconv_mm.ops.direct', fromlist=['AVAILABLE']).AVAILABLE,
     reason='our CPU kernels are not built or this CPU has no AVX-512')
+
+
+def assert_same_buffers(reference: 'torch.nn.Module', model: 'torch.nn.Module',
+                        exact: Callable[[str], bool] = lambda name: True) -> None:
+    """``model``'s buffers (running statistics, batch counts) as ``reference``'s: bit for bit
+    where ``exact(name)`` and for every batch count, else within rounding (1e-5): statistics
+    of inputs computed in another order of operations."""
+    import torch
+    for (name, want), got in zip(reference.named_buffers(), model.buffers()):
+        if exact(name) or name.endswith('num_batches_tracked'):
+            assert torch.equal(got, want), f'{name} differs'
+        else:
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=name)
 
 
 def run(args: List[str], timeout: float = 600, env: Optional[dict] = None,

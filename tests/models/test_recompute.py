@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from conftest import assert_same_buffers
 from pyconv_mm.models.backbones import PyConvHGResNet, PyConvResNet, PyConvResNet3D
 
 
@@ -37,12 +38,9 @@ def _assert_same_training(reference, model, inputs, exact_buffers: bool = True) 
             close(got, want)
     for (name, p), q in zip(reference.named_parameters(), model.parameters()):
         close(q.grad, p.grad, msg=name)
-    for (name, b), c in zip(reference.named_buffers(), model.buffers()):
-        if exact_buffers or name.startswith(('bn1', 'layer1.0.bn1')) \
-                or name.endswith('num_batches_tracked'):  # the stem's and the entrance's norm
-            assert torch.equal(c, b), f'{name} differs'
-        else:
-            torch.testing.assert_close(c, b, rtol=1e-5, atol=1e-6, msg=name)
+    # the stem's and the entrance's norm bit for bit either way
+    assert_same_buffers(reference, model, lambda name: exact_buffers or name.startswith(
+        ('bn1', 'layer1.0.bn1')))
 
 
 def _saved_activations(model: torch.nn.Module, x: torch.Tensor) -> List[torch.Tensor]:
