@@ -256,7 +256,8 @@ def test_conv_norm_act_reports_a_residual_of_another_shape():
 def test_a_stage_adds_into_the_outputs_it_owns(monkeypatch):
     """In a stage (``PyConvStage``), a fused block after the first writes its output into its
     input, the output of the block before, which nothing else holds; never into the stage's
-    input. A forward hook on a block (it may keep the output) leaves that output to it."""
+    input. A forward hook on a block (it may keep the output) leaves that output to it, as do
+    global hooks."""
     monkeypatch.setattr(fused_inference, 'prefer_fused', lambda *args: True)
     stage = randomize_norms(PyConvResNet(50)).eval().layer1
     x = torch.randn(2, 64, 16, 16)
@@ -278,11 +279,27 @@ def test_a_stage_adds_into_the_outputs_it_owns(monkeypatch):
     assert torch.equal(x, x_before)
     assert into_residual == [True, True, True]  # the shortcut's new tensor, then owned inputs
     kept = []
-    stage[0].register_forward_hook(lambda module, args, output: kept.append(
+    handle = stage[0].register_forward_hook(lambda module, args, output: kept.append(
         (output, output.clone())))
     into_residual.clear()
     with torch.no_grad():
         out = stage(x)
     assert into_residual == [True, False, True]
     assert torch.equal(*kept[0])
+    assert_close(out, expected)
+    handle.remove()
+    # a global hook: no block fuses (the hook would miss the modules fused away), none
+    # writes into an output the hook kept
+    kept.clear()
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, args, output: kept.append((output, output.clone()))
+        if module in list(stage) else None)
+    into_residual.clear()
+    try:
+        with torch.no_grad():
+            out = stage(x)
+    finally:
+        handle.remove()
+    assert into_residual == [] and len(kept) == 3
+    assert all(torch.equal(*pair) for pair in kept)
     assert_close(out, expected)

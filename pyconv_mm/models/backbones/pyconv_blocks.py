@@ -13,7 +13,6 @@ import torch
 from mmcv.cnn import build_conv_layer, build_norm_layer
 from mmengine.model import BaseModule
 from torch import nn
-from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
 from pyconv_mm.ops import PyConv2d, PyConv3d, fused_inference, reduced_pyconv
 from pyconv_mm.ops.pool import IndexFreeMaxPool2d, IndexFreeMaxPool3d
@@ -299,8 +298,8 @@ class PyConvStage(nn.Sequential):
     """The blocks of a stage, run in order as by ``nn.Sequential`` (same modules, names and
     checkpoint keys). Each block after the first is told that it owns its input, the output
     of the block before, which nothing else holds (``input_owned`` of
-    :meth:`PyConvBlockBase.forward`), unless forward hooks could keep that output or see the
-    input: hooks on either block or global ones.
+    :meth:`PyConvBlockBase.forward`), unless hooks on either block could keep that output or
+    see the input (with global hooks no block fuses, so none writes its input).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -308,13 +307,12 @@ class PyConvStage(nn.Sequential):
         # the stage's input may be kept by the caller (an earlier stage's output in
         # out_indices, say): the first block does not own it
         owned = False
-        global_hooks = bool(_global_forward_hooks or _global_forward_pre_hooks)
         for block in self:
             if isinstance(block, PyConvBlockBase):
                 x = block(x, input_owned=owned and not fused_inference.hooked(block))
             else:
                 x = block(x)
-            owned = not (global_hooks or block._forward_hooks)
+            owned = not block._forward_hooks
         return x
 
 
