@@ -27,7 +27,8 @@ def extensions() -> dict:
     if platform.machine() not in ('x86_64', 'AMD64'):
         return {}
     ext = CppExtension('pyconv_mm.ops._direct_conv',
-                       ['pyconv_mm/ops/csrc/direct_conv.cpp', 'pyconv_mm/ops/csrc/max_pool.cpp'],
+                       ['pyconv_mm/ops/csrc/direct_conv.cpp', 'pyconv_mm/ops/csrc/max_pool.cpp',
+                        'pyconv_mm/ops/csrc/fingerprint.cpp'],
                        extra_compile_args=['-O3', '-fopenmp'], extra_link_args=['-fopenmp'])
     return dict(ext_modules=[ext], cmdclass={'build_ext': BuildExtension})
 

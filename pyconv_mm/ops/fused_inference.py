@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
-from . import algorithms
+from . import algorithms, packed_weights
 from .algorithms import _compiling, channels_last_kind
 from .direct import _cpu_autocast, batch_norm_affine
 
@@ -150,9 +150,15 @@ def conv_norm_act(x: torch.Tensor, conv: nn.modules.conv._ConvNd, norm: nn.Modul
 
     Shapes: (N, C_in, *S) -> (N, C_out, *S / stride).
     """
-    scale, shift = batch_norm_affine(norm, conv.out_channels)
-    weight, bias = fold(conv.weight, conv.bias, scale.to(conv.weight.dtype),
-                        shift.to(conv.weight.dtype))
+    def fold_norm() -> packed_weights.Folded:
+        scale, shift = batch_norm_affine(norm, conv.out_channels)
+        return fold(conv.weight, conv.bias, scale.to(conv.weight.dtype),
+                    shift.to(conv.weight.dtype))
+
+    weight, bias = packed_weights.folded(
+        conv, x, (conv.weight, conv.bias, *packed_weights.norm_sources(norm)),
+        (getattr(norm, 'eps', None), ), conv.stride, conv.padding, conv.dilation, conv.groups,
+        fold_norm)
     return convolve(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups, relu,
                     residual, into_residual)
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from . import algorithms, direct, fused_inference
+from . import algorithms, direct, fused_inference, packed_weights
 from .pyramid import IntOrTuple, PyramidLevel, build_pyramid
 
 
@@ -187,15 +187,24 @@ class _PyConvNd(nn.Module):
         """``relu(out_norm(self(x)))`` with each level one oneDNN convolution, its slice of
         ``out_norm`` folded in, the ReLU a post-op; grouped levels in the stock form
         (grouped or dense) that ``auto`` chose for them alone."""
-        scale, shift = direct.batch_norm_affine(out_norm, self.out_channels)
         outs = []
         for level, start in zip(self.levels, self._level_starts()):
-            part = slice(start, start + level.out_channels)
-            weight, bias = fused_inference.fold(level.weight, level.bias, scale[part],
-                                                shift[part])
-            groups = level.groups
-            if groups > 1 and self._algorithm(level, x) == 'dense':
-                weight, groups = algorithms.expand_grouped_weight(weight, groups), 1
+            dense = level.groups > 1 and self._algorithm(level, x) == 'dense'
+
+            def fold_norm(level=level, start=start, dense=dense) -> packed_weights.Folded:
+                scale, shift = direct.batch_norm_affine(out_norm, self.out_channels)
+                part = slice(start, start + level.out_channels)
+                weight, bias = fused_inference.fold(level.weight, level.bias, scale[part],
+                                                    shift[part])
+                if dense:
+                    weight = algorithms.expand_grouped_weight(weight, level.groups)
+                return weight, bias
+
+            groups = 1 if dense else level.groups
+            weight, bias = packed_weights.folded(
+                level, x, (level.weight, level.bias, *packed_weights.norm_sources(out_norm)),
+                (getattr(out_norm, 'eps', None), start), level.stride, level.padding,
+                level.dilation, groups, fold_norm)
             outs.append(fused_inference.convolve(x, weight, bias, level.stride, level.padding,
                                                  level.dilation, groups, relu=True))
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)

@@ -166,15 +166,18 @@ def test_backbone_output_in_eval_mode(monkeypatch, fold_first):
 
 
 def test_changed_weights_are_always_seen(monkeypatch):
-    """Nothing is cached: weights written through ``.data`` (as EMA hooks swap them), new
-    running statistics and a new eps change the next fused output as they change the
-    modules'."""
+    """Folded weights kept in oneDNN's layout (channels_last) are checked on every call:
+    weights written through ``.data`` (as EMA hooks swap them), new running statistics and a
+    new eps change the next fused output as they change the modules'."""
+    from pyconv_mm.ops import packed_weights
     monkeypatch.setattr(fused_inference, 'prefer_fused', lambda *args: True)
-    model = randomize_norms(PyConvResNet(50)).eval()
+    model = randomize_norms(PyConvResNet(50)).eval().to(memory_format=torch.channels_last)
     block = model.layer2[0]
-    x = torch.randn(2, 256, 16, 16)
+    x = torch.randn(2, 256, 16, 16).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         first = block(x)
+        if packed_weights.enabled():
+            assert packed_weights.kept(block.conv3) and packed_weights.kept(block.downsample[1])
         block.conv3.weight.data.copy_(torch.randn_like(block.conv3.weight))
         block.bn3.running_var.data.mul_(3)
         block.bn1.eps = 0.5

@@ -17,7 +17,7 @@ from mmengine.model import BaseModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from pyconv_mm.ops import default_pyramid, fused_inference
+from pyconv_mm.ops import default_pyramid, fused_inference, packed_weights
 from pyconv_mm.ops.pool import IndexFreeMaxPool2d
 from .pyconv_blocks import PyConvBasicBlock, PyConvBottleneck, make_stage
 
@@ -97,6 +97,8 @@ class BackboneConventions:
     def train(self, mode: bool = True):
         """Switch to train mode, keeping frozen stages and (with ``norm_eval``) norms in eval."""
         super().train(mode)
+        if mode:  # oneDNN-layout weights serve inference only
+            packed_weights.release(self)
         self._freeze_stages()
         if mode and self.norm_eval:
             for module in self.modules():

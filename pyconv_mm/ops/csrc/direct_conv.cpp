@@ -988,6 +988,9 @@ torch::Tensor max_pool2d_grad(const torch::Tensor& positions, const torch::Tenso
                               const std::vector<int64_t>& stride,
                               const std::vector<int64_t>& padding);
 
+// fingerprint.cpp
+int64_t fingerprint(const std::vector<c10::optional<torch::Tensor>>& tensors);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "Direct AVX-512 CPU kernel for grouped PyConv levels, with their gradients; a compact max pool";
   m.def("supported", &supported, "whether this CPU can run the kernel");
@@ -1001,4 +1004,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "input gradient of a channels_last max pool from its maxima's positions");
   m.def("weight_grad_supported", &weight_grad_supported,
         "whether weight_grads takes this kernel size");
+  m.def("fingerprint", &fingerprint,
+        "64-bit hash of tensors' dtypes, sizes, strides and bytes (None entries allowed)");
 }
