@@ -50,6 +50,9 @@ class Setting:
     # whether blocks may fuse their norms, ReLUs and adds in inference
     # (pyconv_mm.ops.fused_inference)
     fused_inference: bool = True
+    # whether fused inference keeps folded weights in oneDNN's layout
+    # (pyconv_mm.ops.packed_weights)
+    packed_weights: bool = True
     # how the process's allocator was set before any case (a label; the tool sets it):
     # 'keep' (pyconv_mm.utils.allocator.keep_freed_memory) or 'default'
     malloc: str = 'default'
@@ -75,10 +78,11 @@ def _model_to_format(model: nn.Module, memory_format: str) -> nn.Module:
 
 def prepare(subject: Subject, setting: Setting):
     """Build the model and one input batch placed as the setting asks; returns a step fn."""
-    from pyconv_mm.ops import direct, fused_inference, set_algorithm
+    from pyconv_mm.ops import direct, fused_inference, packed_weights, set_algorithm
     set_algorithm(setting.pyconv_algorithm)
     direct.set_enabled(setting.direct_kernel)
     fused_inference.set_enabled(setting.fused_inference)
+    packed_weights.set_enabled(setting.packed_weights)
     torch.manual_seed(0)
     model = subject.build().to(setting.device)
     x = subject.inputs(setting.batch).to(setting.device)

@@ -92,6 +92,8 @@ def mode_label(setting: dict) -> str:
         + (['no direct kernel'] if not setting.get('direct_kernel', True) else []) \
         + (['no fused inference'] if setting['mode'] == 'infer'
            and not setting.get('fused_inference', True) else []) \
+        + (['no packed weights'] if setting['mode'] == 'infer'
+           and not setting.get('packed_weights', True) else []) \
         + (["glibc's default malloc"] if setting.get('device') == 'cpu'
            and setting.get('malloc', 'default') == 'default' else [])
     return setting['mode'] + (f' ({", ".join(forms)})' if forms else '')
