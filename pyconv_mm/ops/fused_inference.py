@@ -10,16 +10,20 @@ fold of :func:`~pyconv_mm.ops.fuse_conv_bn`), and the add and the ReLU run as on
 (``torch.ops.mkldnn._convolution_pointwise``, the op PyTorch's inductor emits for this fusion
 when it compiles with frozen weights). Each chain then writes its output once.
 
-The fold is computed on each call from the modules' current tensors: nothing is cached, so a
-weight changed in any way (an optimizer step, ``load_state_dict``, EMA hooks that swap
-``param.data``) is always seen. The fused chains compute what the modules compute, up to float
-rounding (the fold reorders a multiplication).
+The fold is computed from the modules' current tensors: for 2D channels_last inputs the
+folded weight is kept in oneDNN's own layout between calls (:mod:`~pyconv_mm.ops.packed_weights`)
+while a fingerprint of those tensors' bytes, taken on every call, is unchanged; otherwise it is
+folded on every call. Either way a weight changed in any way (an optimizer step,
+``load_state_dict``, EMA hooks that swap ``param.data``) is seen at the next call. The fused
+chains compute what the modules compute, up to float rounding (the fold reorders a
+multiplication).
 
-Folding costs a pass over the weight on every call, which only pays where the activations are
-larger than the weights. So a module (a residual block, the stem) that can run fused is timed
-once per input shape both ways, fused and as written, like the forms of a PyConv
-(:func:`prefer_fused`, through :func:`pyconv_mm.ops.algorithms.choose`), and runs the faster
-one. ``PYCONV_FUSED_INFERENCE=0`` or :func:`set_enabled` turns fusing off; a forced PyConv
+A fused chain is not faster everywhere (folding and reordering a weight for a small
+activation cost more than the passes it saves, where nothing is kept). So a module (a
+residual block, the stem) that can run fused is timed once per input shape both ways, fused
+and as written, like the forms of a PyConv (:func:`prefer_fused`, through
+:func:`pyconv_mm.ops.algorithms.choose`), and runs the faster one.
+``PYCONV_FUSED_INFERENCE=0`` or :func:`set_enabled` turns fusing off; a forced PyConv
 algorithm policy (``set_algorithm('native')``, ...) runs the modules as written.
 
 Example:
