@@ -3,7 +3,7 @@
     python tools/analysis/benchmark.py [--cases all | pyconvresnet50 pyconvph ...]
         [--configs OURS.py REF.py ... --shape 3 224 224] [--device cpu|cuda]
         [--precision fp32 bf16 fp16] [--mode infer train] [--memory-format best|nchw|channels_last]
-        [--batch N] [--warmup 3] [--repeats 10] [--threads N] [--fuse-bn] [--compile [--freezing]]
+        [--batch N] [--warmup 5] [--repeats 10] [--threads N] [--fuse-bn] [--compile [--freezing]]
         [--pyconv-algorithm auto|native|dense|depthwise|direct] [--no-direct-kernel]
         [--no-fused-inference] [--no-packed-weights]
         [--malloc keep|default] [--memory] [--breakdown DEPTH]
@@ -53,7 +53,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--memory-format', default='best',
                         choices=['best', 'nchw', 'channels_last'])
     parser.add_argument('--batch', type=int, help='batch size (default: per case)')
-    parser.add_argument('--warmup', type=int, default=3)
+    parser.add_argument('--warmup', type=int, default=5,
+                        help='rounds of every model in turn before timing')
     parser.add_argument('--repeats', type=int, default=10)
     parser.add_argument('--threads', type=int, help='torch CPU threads')
     parser.add_argument('--fuse-bn', action='store_true',
