@@ -154,17 +154,36 @@ def conv_norm_act(x: torch.Tensor, conv: nn.modules.conv._ConvNd, norm: nn.Modul
 
     Shapes: (N, C_in, *S) -> (N, C_out, *S / stride).
     """
-    def fold_norm() -> packed_weights.Folded:
-        scale, shift = batch_norm_affine(norm, conv.out_channels)
-        return fold(conv.weight, conv.bias, scale.to(conv.weight.dtype),
-                    shift.to(conv.weight.dtype))
+    weight, bias, groups = folded_weight(conv, norm, x)
+    return convolve(x, weight, bias, conv.stride, conv.padding, conv.dilation, groups, relu,
+                    residual, into_residual)
 
+
+def folded_weight(conv: nn.modules.conv._ConvNd, norm: nn.Module, x: torch.Tensor,
+                  first_channel: int = 0,
+                  dense: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor], int]:
+    """The weight, bias and groups of ``norm(conv(x))``, whose outputs are ``norm``'s channels
+    from ``first_channel`` on (a PyConv level's slice of the norm after it), kept in oneDNN's
+    layout where :func:`~pyconv_mm.ops.packed_weights.folded` can; ``dense``: a grouped
+    weight expanded to its block-diagonal dense form (groups 1).
+
+    Shapes: weight (C_out, C_in / groups, *k), bias (C_out,).
+    """
+    part = slice(first_channel, first_channel + conv.out_channels)
+
+    def fold_norm() -> packed_weights.Folded:
+        scale, shift = (t[part].to(conv.weight.dtype)
+                        for t in batch_norm_affine(norm, part.stop))
+        weight, bias = fold(conv.weight, conv.bias, scale, shift)
+        return (algorithms.expand_grouped_weight(weight, conv.groups) if dense else weight,
+                bias)
+
+    groups = 1 if dense else conv.groups
     weight, bias = packed_weights.folded(
         conv, x, (conv.weight, conv.bias, *packed_weights.norm_sources(norm)),
-        (getattr(norm, 'eps', None), ), conv.stride, conv.padding, conv.dilation, conv.groups,
-        fold_norm)
-    return convolve(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups, relu,
-                    residual, into_residual)
+        (getattr(norm, 'eps', None), first_channel), conv.stride, conv.padding,
+        conv.dilation, groups, fold_norm)
+    return weight, bias, groups
 
 
 def conv_norm_shortcut(x: torch.Tensor, shortcut: nn.Module) -> torch.Tensor:

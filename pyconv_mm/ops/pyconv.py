@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from . import algorithms, direct, fused_inference, packed_weights
+from . import algorithms, direct, fused_inference
 from .pyramid import IntOrTuple, PyramidLevel, build_pyramid
 
 
@@ -190,21 +190,8 @@ class _PyConvNd(nn.Module):
         outs = []
         for level, start in zip(self.levels, self._level_starts()):
             dense = level.groups > 1 and self._algorithm(level, x) == 'dense'
-
-            def fold_norm(level=level, start=start, dense=dense) -> packed_weights.Folded:
-                scale, shift = direct.batch_norm_affine(out_norm, self.out_channels)
-                part = slice(start, start + level.out_channels)
-                weight, bias = fused_inference.fold(level.weight, level.bias, scale[part],
-                                                    shift[part])
-                if dense:
-                    weight = algorithms.expand_grouped_weight(weight, level.groups)
-                return weight, bias
-
-            groups = 1 if dense else level.groups
-            weight, bias = packed_weights.folded(
-                level, x, (level.weight, level.bias, *packed_weights.norm_sources(out_norm)),
-                (getattr(out_norm, 'eps', None), start), level.stride, level.padding,
-                level.dilation, groups, fold_norm)
+            weight, bias, groups = fused_inference.folded_weight(level, out_norm, x, start,
+                                                                 dense)
             outs.append(fused_inference.convolve(x, weight, bias, level.stride, level.padding,
                                                  level.dilation, groups, relu=True))
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
