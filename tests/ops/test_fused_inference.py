@@ -306,3 +306,27 @@ def test_a_stage_adds_into_the_outputs_it_owns(monkeypatch):
     assert into_residual == [] and len(kept) == 3
     assert all(torch.equal(*pair) for pair in kept)
     assert_close(out, expected)
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('form', ['native', 'dense'])
+def test_pyconv_levels_as_onednn_convolutions_with_their_norm_slices(monkeypatch, channels_last,
+                                                                     form):
+    """The PyConv's oneDNN form: each level one convolution with its slice of the norm after
+    it folded in (grouped levels grouped or expanded dense), equal to the modules, also on
+    the next call after a level's weight and the norm's statistics change through ``.data``
+    (the folded weights are kept in oneDNN's layout for channels_last inputs)."""
+    from pyconv_mm.ops import PyConv2d
+    torch.manual_seed(0)
+    conv = PyConv2d(32, 32, [3, 5, 7], [1, 4, 8], shares=[0.25, 0.25, 0.5]).eval()
+    norm = randomize_norms(nn.BatchNorm2d(32)).eval()
+    x = in_format(torch.randn(2, 32, 9, 9), channels_last)
+    if channels_last:
+        conv = conv.to(memory_format=torch.channels_last)
+    monkeypatch.setattr(conv, '_algorithm', lambda level, data: form)
+    with torch.no_grad():
+        for _ in range(2):
+            assert_close(conv._forward_normed_by_onednn(x, norm), torch.relu(norm(conv(x))))
+        conv.levels[2].weight.data.mul_(-1)
+        norm.running_var.data.mul_(2)
+        assert_close(conv._forward_normed_by_onednn(x, norm), torch.relu(norm(conv(x))))
