@@ -17,7 +17,7 @@ def read_version() -> str:
 
 
 def extensions() -> dict:
-    """Our CPU kernels (PyConv levels, max-pool gradient) as a torch CppExtension (x86-64 with
+    """Our CPU kernels (PyConv levels, max-pool gradient, training batch norm) as a torch CppExtension (x86-64 with
     a C++ compiler and torch)."""
     try:
         from torch.utils.cpp_extension import BuildExtension, CppExtension
@@ -28,7 +28,7 @@ def extensions() -> dict:
         return {}
     ext = CppExtension('pyconv_mm.ops._direct_conv',
                        ['pyconv_mm/ops/csrc/direct_conv.cpp', 'pyconv_mm/ops/csrc/max_pool.cpp',
-                        'pyconv_mm/ops/csrc/fingerprint.cpp'],
+                        'pyconv_mm/ops/csrc/fingerprint.cpp', 'pyconv_mm/ops/csrc/batch_norm.cpp'],
                        extra_compile_args=['-O3', '-fopenmp'], extra_link_args=['-fopenmp'])
     return dict(ext_modules=[ext], cmdclass={'build_ext': BuildExtension})
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from . import algorithms, direct, fused_inference
+from . import algorithms, batch_norm_act, direct, fused_inference
 from .pyramid import IntOrTuple, PyramidLevel, build_pyramid
 
 
@@ -140,8 +140,9 @@ class _PyConvNd(nn.Module):
     def _forward_activated_by_modules(self, x: torch.Tensor, norm: Optional[nn.Module],
                                       relu: nn.Module,
                                       out_norm: Optional[nn.Module]) -> torch.Tensor:
-        out = self(x if norm is None else relu(norm(x)))
-        return out if out_norm is None else relu(out_norm(out))
+        # in training, each norm and its ReLU in one op where it can (batch_norm_act)
+        out = self(x if norm is None else batch_norm_act.norm_act(x, norm, relu))
+        return out if out_norm is None else batch_norm_act.norm_act(out, out_norm, relu)
 
     def _activations_fusable(self, x: torch.Tensor, norms: Sequence[Optional[nn.Module]],
                              relu: nn.Module) -> bool:

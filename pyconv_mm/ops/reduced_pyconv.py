@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import direct
+from . import batch_norm_act, direct
 from .algorithms import _compiling
 from .pyconv import PyConv2d
 
@@ -59,15 +59,6 @@ def reduce_norm_pyconv(x: torch.Tensor, conv: nn.Conv2d, norm: nn.BatchNorm2d,
     """
     return _ReducedPyConv.apply((conv, norm, pyconv), x, conv.weight, norm.weight, norm.bias,
                                 *[level.weight for level in pyconv.levels])
-
-
-def _update_factor(norm: nn.BatchNorm2d) -> float:
-    """Count the batch as a training-mode batch norm's forward does; the weight of its
-    statistics in the running ones (``momentum``, or a cumulative average for None)."""
-    norm.num_batches_tracked.add_(1)
-    if norm.momentum is None:
-        return 1.0 / float(norm.num_batches_tracked)
-    return norm.momentum
 
 
 def _batch_affine(mean: torch.Tensor, invstd: torch.Tensor, weight: torch.Tensor,
@@ -135,19 +126,29 @@ class _ReducedPyConv(torch.autograd.Function):
         y = F.conv2d(x, conv_weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
         with torch.enable_grad():  # the forms chosen (timed if new) for training
             forms = pyconv._forms(y)  # the activated input's shape, format and dtype
+        # the statistics (and running ones) as the norm computes them when called: by our
+        # kernels where they take it (batch_norm_act), else by ATen's ops
+        ours = batch_norm_act.takes(y, norm)
         if all(form == 'direct' for form in forms):
             # the kernel applies the norm and the ReLU as it reads y: the activated tensor is
-            # never written (the running statistics are updated bit for bit as the module's)
-            mean, var = torch.batch_norm_update_stats(y, norm.running_mean, norm.running_var,
-                                                      _update_factor(norm))
-            invstd = torch.rsqrt(var + norm.eps)
+            # never written
+            if ours:
+                mean, invstd = batch_norm_act.batch_stats(y, norm)
+            else:
+                mean, var = torch.batch_norm_update_stats(
+                    y, norm.running_mean, norm.running_var, batch_norm_act.update_factor(norm))
+                invstd = torch.rsqrt(var + norm.eps)
             out = pyconv.levels_in_kernel(
                 y, activation=_batch_affine(mean, invstd, norm_weight, norm_bias))
-        else:  # the norm's own op (outputs and running statistics as the module's)
-            activated, mean, invstd = torch.ops.aten.native_batch_norm(
-                y, norm_weight, norm_bias, norm.running_mean, norm.running_var, True,
-                _update_factor(norm), norm.eps)
-            out = pyconv._run_forms(activated.relu_(), forms)  # no autograd in a forward
+        else:
+            if ours:
+                activated, mean, invstd = batch_norm_act.relu_norm(y, norm)
+            else:
+                activated, mean, invstd = torch.ops.aten.native_batch_norm(
+                    y, norm_weight, norm_bias, norm.running_mean, norm.running_var, True,
+                    batch_norm_act.update_factor(norm), norm.eps)
+                activated.relu_()
+            out = pyconv._run_forms(activated, forms)  # no autograd in a forward
         del y
         ctx.save_for_backward(x, conv_weight, norm_weight, norm_bias, mean, invstd,
                               *level_weights)
@@ -160,14 +161,22 @@ class _ReducedPyConv(torch.autograd.Function):
         conv, norm, pyconv = ctx.modules
         needs = ctx.needs_input_grad  # modules, x, conv_weight, norm_weight, norm_bias, levels
         y = F.conv2d(x, conv_weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
-        activated = _activated(y, _batch_affine(mean, invstd, norm_weight, norm_bias))
+        ours = batch_norm_act.takes(y, norm)  # norm and ReLU in our kernels (one pass each)
+        activated = (batch_norm_act.activated(y, mean, invstd, norm_weight, norm_bias) if ours
+                     else _activated(y, _batch_affine(mean, invstd, norm_weight, norm_bias)))
         grad_activated, level_grads = _pyconv_backward(pyconv, ctx.forms, activated, grad,
                                                        level_weights, needs[5:])
-        grad_activated = torch.ops.aten.threshold_backward(grad_activated, activated, 0)
-        del activated
-        grad_y, grad_norm_weight, grad_norm_bias = torch.ops.aten.native_batch_norm_backward(
-            grad_activated, y, norm_weight, None, None, mean, invstd, True, norm.eps,
-            [True, needs[3], needs[4]])
+        if ours:  # the ReLU's mask recomputed from y, as `activated` was
+            del activated
+            grad_y, grad_norm_weight, grad_norm_bias = batch_norm_act.relu_norm_backward(
+                grad_activated, y, mean, invstd, norm_weight, norm_bias)
+        else:
+            grad_activated = torch.ops.aten.threshold_backward(grad_activated, activated, 0)
+            del activated
+            grad_y, grad_norm_weight, grad_norm_bias = \
+                torch.ops.aten.native_batch_norm_backward(
+                    grad_activated, y, norm_weight, None, None, mean, invstd, True, norm.eps,
+                    [True, needs[3], needs[4]])
         del grad_activated, y
         grad_x, grad_conv_weight, _ = torch.ops.aten.convolution_backward(
             grad_y, x, conv_weight, None, list(conv.stride), list(conv.padding),

@@ -14,7 +14,7 @@ from mmcv.cnn import build_conv_layer, build_norm_layer
 from mmengine.model import BaseModule
 from torch import nn
 
-from pyconv_mm.ops import PyConv2d, PyConv3d, fused_inference, reduced_pyconv
+from pyconv_mm.ops import PyConv2d, PyConv3d, batch_norm_act, fused_inference, reduced_pyconv
 from pyconv_mm.ops.pool import IndexFreeMaxPool2d, IndexFreeMaxPool3d
 from .recompute import checkpoint_once
 
@@ -39,7 +39,7 @@ def _is_unit(stride: IntOrTuple) -> bool:
 class PyConvBlockBase(BaseModule):
     """What bottleneck and basic blocks share: norms by name, checkpointing, residual add.
 
-    Subclasses build their layers and implement :meth:`residual`.
+    Subclasses build their layers and implement :meth:`residual_convs`.
     """
     expansion = 1
 
@@ -56,7 +56,9 @@ class PyConvBlockBase(BaseModule):
         """The norm before the residual add (zeroed by ``zero_init_residual``)."""
         raise NotImplementedError
 
-    def residual(self, x: torch.Tensor) -> torch.Tensor:
+    def residual_convs(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, *S) -> (N, C_out, *S / stride): the residual branch up to its last
+        convolution (:attr:`last_norm` not applied)."""
         raise NotImplementedError
 
     def fused_bypassed(self) -> Tuple[nn.Module, ...]:
@@ -105,17 +107,16 @@ class PyConvBlockBase(BaseModule):
 
         def _inner_forward(x: torch.Tensor) -> torch.Tensor:
             identity = x if self.downsample is None else self.downsample(x)
-            out = self.residual(x)
-            # in place: a fresh output tensor per block costs page faults, measured at 16% of
-            # PyConvResNet-50's CPU inference time (autograd does not need the norm's output)
-            out += identity
-            return out
+            # relu(last_norm(.) + identity): in training in one pass of our kernel where it
+            # can (pyconv_mm.ops.batch_norm_act), else the modules with the add in place (a
+            # fresh output tensor per block costs page faults, measured at 16% of
+            # PyConvResNet-50's CPU inference time)
+            return batch_norm_act.norm_act(self.residual_convs(x), self.last_norm, self.relu,
+                                           residual=identity)
 
         if self.with_cp and x.requires_grad:
-            out = checkpoint_once(_inner_forward, x, self.modules())
-        else:
-            out = _inner_forward(x)
-        return self.relu(out)
+            return checkpoint_once(_inner_forward, x, self.modules())
+        return _inner_forward(x)
 
 
 class PyConvBottleneck(PyConvBlockBase):
@@ -176,9 +177,9 @@ class PyConvBottleneck(PyConvBlockBase):
 
     def reduce_and_pyconv(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C_in, *S) -> (N, mid_channels, *S / stride): conv1, norm1, ReLU, PyConv."""
-        return self.conv2(self.relu(self.norm(1)(self.conv1(x))))
+        return self.conv2(batch_norm_act.norm_act(self.conv1(x), self.norm(1), self.relu))
 
-    def residual(self, x: torch.Tensor) -> torch.Tensor:
+    def residual_convs(self, x: torch.Tensor) -> torch.Tensor:
         # under with_cp the whole block is recomputed already
         if (self.cp_pyconv_input and not self.with_cp and self.training
                 and torch.is_grad_enabled()):
@@ -187,11 +188,11 @@ class PyConvBottleneck(PyConvBlockBase):
             else:
                 out = checkpoint_once(self.reduce_and_pyconv, x,
                                       (self.conv1, self.norm(1), self.conv2))
-            out = self.relu(self.norm(2)(out))
+            out = batch_norm_act.norm_act(out, self.norm(2), self.relu)
         else:  # in inference, the PyConv's kernel may apply norm1, norm2 and their ReLUs
             out = self.conv2.forward_activated(self.conv1(x), self.norm(1), self.relu,
                                                self.norm(2))
-        return self.norm(3)(self.conv3(out))
+        return self.conv3(out)
 
     def fused_bypassed(self) -> Tuple[nn.Module, ...]:
         return (self.conv1, self.norm(1), self.relu, self.conv3, self.norm(3))
@@ -239,9 +240,8 @@ class PyConvBasicBlock(PyConvBlockBase):
     def last_norm(self) -> nn.Module:
         return self.norm(2)
 
-    def residual(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.norm(1)(self.conv1(x)))
-        return self.norm(2)(self.conv2(out))
+    def residual_convs(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(batch_norm_act.norm_act(self.conv1(x), self.norm(1), self.relu))
 
     def fused_bypassed(self) -> Tuple[nn.Module, ...]:
         return (self.relu, self.conv2, self.norm(2))
@@ -251,6 +251,19 @@ class PyConvBasicBlock(PyConvBlockBase):
         out = self.conv1.forward_activated(x, None, self.relu, self.norm(1))
         return fused_inference.conv_norm_act(out, self.conv2, self.norm(2), relu=True,
                                              residual=identity, into_residual=fresh)
+
+
+class Shortcut(nn.Sequential):
+    """``[pool,] conv, norm`` run in order as by ``nn.Sequential`` (same modules, names and
+    checkpoint keys), the norm in training through :func:`batch_norm_act.norm_act` (one pass
+    of our kernel where it can)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, *S) -> (N, C_out, *S / stride)."""
+        *before, norm = self
+        for module in before:
+            x = module(x)
+        return batch_norm_act.norm_act(x, norm)
 
 
 def make_shortcut(in_channels: int,
@@ -270,8 +283,9 @@ def make_shortcut(in_channels: int,
     the block's input, which the block saves anyway.
 
     Returns:
-        ``nn.Sequential`` (or a bare pool), or None for an identity shortcut. Layer indices match
-        the authors' ``downsample.0`` (pool), ``downsample.1`` (conv), ``downsample.2`` (BN).
+        a :class:`Shortcut` (an ``nn.Sequential``), a bare pool, or None for an identity
+        shortcut. Layer indices match the authors' ``downsample.0`` (pool), ``downsample.1``
+        (conv), ``downsample.2`` (BN).
     """
     conv_cfg, norm_cfg = default_conv_norm(ndim, conv_cfg, norm_cfg)
     project = in_channels != out_channels
@@ -284,12 +298,11 @@ def make_shortcut(in_channels: int,
             pool = IndexFreeMaxPool2d(3, stride=stride, padding=1)
         if not project:
             return pool
-        return nn.Sequential(pool,
-                             build_conv_layer(conv_cfg, in_channels, out_channels, 1, bias=False),
-                             build_norm_layer(norm_cfg, out_channels)[1])
+        return Shortcut(pool, build_conv_layer(conv_cfg, in_channels, out_channels, 1, bias=False),
+                        build_norm_layer(norm_cfg, out_channels)[1])
     if not project and _is_unit(stride):
         return None
-    return nn.Sequential(
+    return Shortcut(
         build_conv_layer(conv_cfg, in_channels, out_channels, 1, stride=stride, bias=False),
         build_norm_layer(norm_cfg, out_channels)[1])
 

@@ -17,7 +17,7 @@ from mmengine.model import BaseModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from pyconv_mm.ops import default_pyramid, fused_inference, packed_weights
+from pyconv_mm.ops import batch_norm_act, default_pyramid, fused_inference, packed_weights
 from pyconv_mm.ops.pool import IndexFreeMaxPool2d
 from .pyconv_blocks import PyConvBasicBlock, PyConvBottleneck, make_stage
 
@@ -84,7 +84,8 @@ class BackboneConventions:
         return fused_inference.conv_norm_act(x, self.conv1, self.norm1, relu=True)
 
     def _stem_as_written(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.norm1(self.conv1(x)))
+        # in training the norm and the ReLU in one op where it can (batch_norm_act)
+        return batch_norm_act.norm_act(self.conv1(x), self.norm1, self.relu)
 
     def _run_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
         outs = []

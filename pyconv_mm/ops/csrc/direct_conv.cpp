@@ -991,6 +991,25 @@ torch::Tensor max_pool2d_grad(const torch::Tensor& positions, const torch::Tenso
 // fingerprint.cpp
 int64_t fingerprint(const std::vector<c10::optional<torch::Tensor>>& tensors);
 
+// batch_norm.cpp
+bool batch_norm_act_supported();
+std::vector<torch::Tensor> batch_norm_stats(const torch::Tensor& y,
+                                            const c10::optional<torch::Tensor>& running_mean,
+                                            const c10::optional<torch::Tensor>& running_var,
+                                            double factor, double eps);
+std::vector<torch::Tensor> batch_norm_act_forward(
+    const torch::Tensor& y, const torch::Tensor& weight, const torch::Tensor& bias,
+    const c10::optional<torch::Tensor>& running_mean,
+    const c10::optional<torch::Tensor>& running_var, double factor, double eps,
+    const c10::optional<torch::Tensor>& residual, bool relu);
+torch::Tensor batch_norm_act_apply(const torch::Tensor& y, const torch::Tensor& weight,
+                                   const torch::Tensor& bias, const torch::Tensor& mean,
+                                   const torch::Tensor& invstd, bool relu);
+std::vector<torch::Tensor> batch_norm_act_backward(
+    const torch::Tensor& grad, const torch::Tensor& y, const c10::optional<torch::Tensor>& out,
+    const torch::Tensor& weight, const torch::Tensor& bias, const torch::Tensor& mean,
+    const torch::Tensor& invstd, bool relu, bool residual_grad);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "Direct AVX-512 CPU kernel for grouped PyConv levels, with their gradients; a compact max pool";
   m.def("supported", &supported, "whether this CPU can run the kernel");
@@ -1006,4 +1025,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "whether weight_grads takes this kernel size");
   m.def("fingerprint", &fingerprint,
         "64-bit hash of tensors' dtypes, sizes, strides and bytes (None entries allowed)");
+  m.def("batch_norm_act_supported", &batch_norm_act_supported,
+        "whether this CPU can run the training batch norm kernels");
+  m.def("batch_norm_stats", &batch_norm_stats,
+        "training batch norm statistics {mean, invstd}, updating the running ones");
+  m.def("batch_norm_act_forward", &batch_norm_act_forward,
+        "training batch norm [+ residual] [+ ReLU] {out, mean, invstd}");
+  m.def("batch_norm_act_apply", &batch_norm_act_apply,
+        "relu(y * scale + shift) for given batch statistics (the forward's output bit for bit)");
+  m.def("batch_norm_act_backward", &batch_norm_act_backward,
+        "training batch norm [+ residual] [+ ReLU] gradients {y, weight, bias, residual}");
 }
