@@ -94,6 +94,8 @@ def mode_label(setting: dict) -> str:
            and not setting.get('fused_inference', True) else []) \
         + (['no packed weights'] if setting['mode'] == 'infer'
            and not setting.get('packed_weights', True) else []) \
+        + (['no fused norms'] if setting['mode'] == 'train'
+           and not setting.get('fused_norms', True) else []) \
         + (["glibc's default malloc"] if setting.get('device') == 'cpu'
            and setting.get('malloc', 'default') == 'default' else [])
     return setting['mode'] + (f' ({", ".join(forms)})' if forms else '')

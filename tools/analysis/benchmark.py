@@ -5,7 +5,7 @@
         [--precision fp32 bf16 fp16] [--mode infer train] [--memory-format best|nchw|channels_last]
         [--batch N] [--warmup 5] [--repeats 10] [--threads N] [--fuse-bn] [--compile [--freezing]]
         [--pyconv-algorithm auto|native|dense|depthwise|direct] [--no-direct-kernel]
-        [--no-fused-inference] [--no-packed-weights]
+        [--no-fused-inference] [--no-packed-weights] [--no-fused-norms]
         [--malloc keep|default] [--memory] [--breakdown DEPTH]
         [--json results.json [--force]] [--readme-block benchmark|breakdown]
     python tools/analysis/benchmark.py --from-json benchmarks/*.json --readme-block benchmark
@@ -78,6 +78,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--no-packed-weights', action='store_true',
                         help="fold and reorder fused inference's weights on every call instead "
                         "of keeping them in oneDNN's layout (pyconv_mm.ops.packed_weights off)")
+    parser.add_argument('--no-fused-norms', action='store_true',
+                        help="run training batch norms, their ReLUs and adds as ATen's ops "
+                        '(pyconv_mm.ops.batch_norm_act off)')
     parser.add_argument('--malloc', default='keep', choices=['keep', 'default'],
                         help="keep: glibc's malloc keeps freed memory for reuse (no page "
                         'faults on fresh memory every step); default: as the process started')
@@ -182,7 +185,8 @@ def measure(args: argparse.Namespace, save: Optional[Callable[[dict], None]] = N
                                   pyconv_algorithm=args.pyconv_algorithm,
                                   direct_kernel=not args.no_direct_kernel,
                                   fused_inference=not args.no_fused_inference,
-                                  packed_weights=not args.no_packed_weights, malloc=malloc)
+                                  packed_weights=not args.no_packed_weights,
+                                  fused_norms=not args.no_fused_norms, malloc=malloc)
                 result = run_case(name, specs, setting, formats,
                                   memory=args.memory and mode == 'train',
                                   breakdown=args.breakdown)

@@ -1,0 +1,182 @@
+"""Training batch norms with their ReLU and residual add in our kernels
+(:mod:`pyconv_mm.ops.batch_norm_act`): the outputs, gradients and running statistics of the
+modules (within float rounding), in NCHW and channels_last, and the modules themselves
+wherever the kernels do not take the norm."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from pyconv_mm.models.backbones.pyconv_blocks import (PyConvBasicBlock, PyConvBottleneck,
+                                                      make_shortcut)
+from pyconv_mm.ops import batch_norm_act
+from conftest import assert_same_buffers
+
+pytestmark = pytest.mark.skipif(not batch_norm_act.AVAILABLE,
+                                reason='our CPU kernels are not built or this CPU has no AVX-512')
+
+# 189 rows (not a multiple of the kernel's 64-row pieces), 63-element planes (not a multiple
+# of 16 lanes)
+SHAPE = (3, 32, 7, 9)
+
+
+def _norm(momentum=0.1) -> nn.BatchNorm2d:
+    torch.manual_seed(1)
+    norm = nn.BatchNorm2d(SHAPE[1], momentum=momentum)
+    nn.init.uniform_(norm.weight, -1.5, 1.5)  # negative scales flip the ReLU's side
+    nn.init.uniform_(norm.bias, -0.5, 0.5)
+    norm.running_mean.uniform_(-1, 1)
+    norm.running_var.uniform_(0.5, 2)
+    return norm.train()
+
+
+def _as_modules(x, norm, relu, residual):
+    out = norm(x)
+    if residual is not None:
+        out = out + residual
+    return out.relu() if relu else out
+
+
+def _backward_nodes(out: torch.Tensor) -> set:
+    seen, stack = {}, [out.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and id(node) not in seen:
+            seen[id(node)] = type(node).__name__
+            stack.extend(next_node for next_node, _ in node.next_functions)
+    return set(seen.values())
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('relu', [False, True])
+@pytest.mark.parametrize('with_residual', [False, True])
+@pytest.mark.parametrize('momentum', [0.1, None])
+def test_norm_act_equals_the_modules(channels_last, relu, with_residual, momentum):
+    """Output, gradients of the input, weight, bias and residual, running statistics and the
+    batch count, over two steps (a mean far from zero: the statistics are not cancelled
+    away)."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    ours, theirs = _norm(momentum), _norm(momentum)
+    torch.manual_seed(2)
+    for step in range(2):
+        x = (torch.randn(SHAPE) * 3 + 20).contiguous(memory_format=fmt)
+        residual = torch.randn(SHAPE).contiguous(memory_format=fmt) if with_residual else None
+        grad = torch.randn(SHAPE).contiguous(memory_format=fmt)
+        inputs = [t.clone().requires_grad_() if t is not None else None for t in (x, residual)]
+        want_inputs = [t.clone().requires_grad_() if t is not None else None
+                       for t in (x, residual)]
+        want = _as_modules(want_inputs[0], theirs, relu, want_inputs[1])
+        # the premise of a comparison of gradients: no value within rounding of the ReLU's
+        # threshold, where two implementations may decide either way
+        with torch.no_grad():
+            before_relu = _as_modules(x, copy.deepcopy(theirs), False, residual)
+        assert not relu or before_relu.abs().min() > 2e-6
+        assert batch_norm_act.usable(inputs[0], ours, inputs[1])
+        got = batch_norm_act.norm_act(inputs[0], ours, nn.ReLU() if relu else None, inputs[1])
+        assert '_NormActBackward' in _backward_nodes(got)
+        assert got.is_contiguous(memory_format=fmt)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        got.backward(grad)
+        want.backward(grad)
+        for mine, reference in zip(inputs, want_inputs):
+            if reference is not None:
+                torch.testing.assert_close(mine.grad, reference.grad, rtol=1e-5, atol=1e-5)
+        # sums over the batch of magnitude ~10: ATen adds them up in float, we in double
+        for name in ('weight', 'bias'):
+            torch.testing.assert_close(getattr(ours, name).grad, getattr(theirs, name).grad,
+                                       rtol=1e-5, atol=5e-5, msg=name)
+    assert_same_buffers(theirs, ours, lambda name: False)
+    assert int(ours.num_batches_tracked) == 2
+
+
+def test_results_do_not_depend_on_the_number_of_threads():
+    """Pieces of fixed size summed in order: bit for bit the same with 1 and 2 threads."""
+    x = torch.randn(4, 64, 30, 30).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn_like(x)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            norm = nn.BatchNorm2d(64).train()
+            x_leaf = x.clone().requires_grad_()
+            out = batch_norm_act.norm_act(x_leaf, norm, nn.ReLU())
+            out.backward(grad)
+            results.append((out, x_leaf.grad, norm.weight.grad, norm.running_var))
+    finally:
+        torch.set_num_threads(threads)
+    for first, second in zip(*results):
+        assert torch.equal(first, second)
+
+
+def test_the_modules_run_where_the_kernels_do_not_take_the_norm():
+    """Eval mode, no running statistics, a subclass (it may compute otherwise), hooks, another activation, 8
+    channels in channels_last, float64, no gradient recorded, or turned off: the modules as
+    written (bit for bit)."""
+    x = torch.randn(SHAPE)
+    cases = []
+    norm = _norm().eval()
+    cases.append((x, norm, nn.ReLU()))
+    cases.append((x, nn.BatchNorm2d(SHAPE[1], track_running_stats=False), nn.ReLU()))
+    cases.append((x, type('OwnBatchNorm', (nn.BatchNorm2d, ), {})(SHAPE[1]), None))
+    hooked = _norm()
+    hooked.register_forward_hook(lambda *args: None)
+    cases.append((x, hooked, nn.ReLU()))
+    cases.append((x, _norm(), nn.GELU()))
+    cases.append((torch.randn(2, 8, 5, 5).contiguous(memory_format=torch.channels_last),
+                  nn.BatchNorm2d(8), nn.ReLU()))
+    cases.append((x.double(), _norm().double(), nn.ReLU()))
+    for inputs, norm, act in cases:
+        reference = copy.deepcopy(norm)
+        want = reference(inputs) if act is None else act(reference(inputs))
+        got = batch_norm_act.norm_act(inputs.clone().requires_grad_(), norm, act)
+        assert '_NormActBackward' not in _backward_nodes(got)
+        assert torch.equal(got, want)
+    with torch.no_grad():
+        assert not batch_norm_act.usable(x, _norm())
+    batch_norm_act.set_enabled(False)
+    try:
+        assert not batch_norm_act.usable(x, _norm())
+    finally:
+        batch_norm_act.set_enabled(True)
+    assert batch_norm_act.usable(x, _norm())
+
+
+@pytest.mark.parametrize('block_type', [PyConvBottleneck, PyConvBasicBlock])
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('with_cp', [False, True])
+def test_blocks_train_as_with_the_modules(block_type, channels_last, with_cp):
+    """A strided block with its shortcut (pool, conv, norm) trains as with ATen's norms:
+    outputs, input and parameter gradients, running statistics (two steps)."""
+    torch.manual_seed(0)
+    out_channels = 64 if block_type is PyConvBottleneck else 32
+    block = block_type(32, 16 if block_type is PyConvBottleneck else 32, out_channels,
+                       dict(kernel_sizes=[3, 5], groups=[1, 4]), stride=2, with_cp=with_cp,
+                       downsample=make_shortcut(32, out_channels, 2, with_pool=True)).train()
+    for module in block.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            nn.init.uniform_(module.weight, 0.5, 1.5)
+            nn.init.uniform_(module.bias, -0.5, 0.5)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    block = block.to(memory_format=fmt)
+    reference = copy.deepcopy(block)
+    for step in range(2):
+        x = torch.randn(2, 32, 12, 12).contiguous(memory_format=fmt)
+        x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+        out = block(x_ours)
+        out.square().mean().backward()
+        batch_norm_act.set_enabled(False)  # (a checkpoint recomputes with the same setting)
+        try:
+            want = reference(x_ref)
+            want.square().mean().backward()
+        finally:
+            batch_norm_act.set_enabled(True)
+        assert '_NormActBackward' not in _backward_nodes(want)
+        if not with_cp:  # (under the checkpoint the nodes are recorded in backward)
+            assert '_NormActBackward' in _backward_nodes(out)
+        torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(x_ours.grad, x_ref.grad, rtol=1e-5, atol=1e-6)
+    for (name, p), q in zip(reference.named_parameters(), block.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-5, msg=name)
+    assert_same_buffers(reference, block, lambda name: False)
