@@ -111,9 +111,9 @@ def test_results_do_not_depend_on_the_number_of_threads():
 
 
 def test_the_modules_run_where_the_kernels_do_not_take_the_norm():
-    """Eval mode, no running statistics, a subclass (it may compute otherwise), hooks, another activation, 8
-    channels in channels_last, float64, no gradient recorded, or turned off: the modules as
-    written (bit for bit)."""
+    """Eval mode, no running statistics, a subclass (it may compute otherwise), hooks,
+    another activation, 8 channels in channels_last, float64, no gradient recorded, or turned
+    off: the modules as written (bit for bit)."""
     x = torch.randn(SHAPE)
     cases = []
     norm = _norm().eval()

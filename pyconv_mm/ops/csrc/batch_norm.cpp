@@ -79,8 +79,8 @@ __attribute__((noinline)) void affine(const float* weight, const float* bias, co
   }
 }
 
-// The per-channel values of a pass: channels_last rows read 16 channels at a time from
-// arrays (``at(c)``), NCHW planes broadcast their channel's value (``at`` ignores c).
+// The per-channel values of a pass (null where a pass needs none): channels_last rows read
+// them 16 channels at a time from the arrays, NCHW planes broadcast their channel's.
 struct Params {
   const float *mean, *scale, *shift, *proj, *g_mean, *k;
 };
@@ -104,8 +104,8 @@ struct PlaneParams {  // NCHW: one channel per plane
   V mean_, scale_, shift_, proj_, g_mean_, k_;
   PlaneParams(const Params& p, int64_t c)
       : mean_(_mm512_set1_ps(p.mean ? p.mean[c] : 0.f)),
-        scale_(_mm512_set1_ps(p.scale[c])),
-        shift_(_mm512_set1_ps(p.shift[c])),
+        scale_(_mm512_set1_ps(p.scale ? p.scale[c] : 0.f)),
+        shift_(_mm512_set1_ps(p.shift ? p.shift[c] : 0.f)),
         proj_(_mm512_set1_ps(p.proj ? p.proj[c] : 0.f)),
         g_mean_(_mm512_set1_ps(p.g_mean ? p.g_mean[c] : 0.f)),
         k_(_mm512_set1_ps(p.k ? p.k[c] : 0.f)) {}
@@ -140,8 +140,9 @@ inline V passed(V g, V y, const float* out, int64_t i, int64_t c, __mmask16 m, c
   return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ), g);
 }
 
-// Sums over a span of ``n`` elements starting at ``i``: channels_last rows add into the
-// per-channel arrays ``a``, ``b`` (16 channels at a time), a plane into lane sums.
+// Sums of the two values ``each(index, channel, lanes, x, y)`` gives for 16 elements at a
+// time: over channels_last rows into the per-channel arrays ``a``, ``b``; over a plane into
+// one sum each.
 template <class Each>
 inline void rows_sums(int64_t first_row, int64_t rows, int64_t C, float* a, float* b,
                       Each each) {
@@ -171,9 +172,8 @@ inline void plane_sums(int64_t at, int64_t n, double* a, double* b, Each each) {
   *b = _mm512_reduce_add_ps(sb);
 }
 
-// Runs ``pass(row_or_plane_start, channel, lanes mask, params)`` over every element, 16 at a
-// time, split among threads; ``sums`` collects per-channel sums of two values (see
-// ``sum_pair``) in fixed pieces, added in order in double.
+// Runs ``pass(index, channel, lanes, params)`` over every element, 16 at a time, split among
+// threads.
 template <class Pass>
 void for_all(const Layout& L, const Params& params, Pass pass) {
   const int64_t C = L.C;
@@ -194,6 +194,9 @@ void for_all(const Layout& L, const Params& params, Pass pass) {
   }
 }
 
+// Per-channel sums (``a``, ``b``: C doubles) of the two values ``pair(index, channel, lanes,
+// params, x, y)`` gives for 16 elements at a time: in float within pieces of fixed size
+// (64 channels_last rows, one NCHW plane), the pieces added in order in double.
 template <class SumPair>
 void sum_pairs(const Layout& L, const Params& params, double* a, double* b, SumPair pair) {
   const int64_t C = L.C;
@@ -235,12 +238,8 @@ void sum_pairs(const Layout& L, const Params& params, double* a, double* b, SumP
 void channel_sums(const float* y, const Layout& L, const float* centre, double* sum,
                   double* sq) {
   const Params params{centre, nullptr, nullptr, nullptr, nullptr, nullptr};
-  std::vector<float> ones(L.C, 1.f), zeros(L.C, 0.f);
-  Params with_unit = params;
-  with_unit.scale = ones.data();
-  with_unit.shift = zeros.data();
-  sum_pairs(L, with_unit, sum, sq, [&](int64_t i, int64_t c, __mmask16 m, const auto& p, V& a,
-                                       V& b) {
+  sum_pairs(L, params, sum, sq, [&](int64_t i, int64_t c, __mmask16 m, const auto& p, V& a,
+                                    V& b) {
     const V d = _mm512_maskz_sub_ps(m, load(y + i, m), p.mean(c));
     a = d;
     b = _mm512_mul_ps(d, d);
