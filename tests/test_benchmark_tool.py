@@ -55,6 +55,26 @@ def test_benchmark_tool_can_leave_the_allocator_as_it_is(tmp_path):
     assert "infer (glibc's default malloc)" in proc.stdout
 
 
+def test_benchmark_tool_can_run_training_norms_as_atens_ops(tmp_path):
+    """``--no-fused-norms``: recorded with the result and in its label, and applied."""
+    out = tmp_path / 'bench.json'
+    proc = run([PYTHON, tool('analysis/benchmark.py'), '--cases', 'pyconv_layer', '--batch', '1',
+                '--warmup', '1', '--repeats', '2', '--mode', 'train', '--no-fused-norms',
+                '--json', str(out)])
+    (result, ) = json.loads(out.read_text())['results']
+    assert result['setting']['fused_norms'] is False
+    assert 'train (no fused norms)' in proc.stdout
+    from pyconv_mm.benchmark.cases import CASES, subject_from_spec
+    from pyconv_mm.benchmark.measure import Setting, prepare
+    from pyconv_mm.ops import batch_norm_act
+    subject = subject_from_spec(CASES['pyconv_layer'][0][0])
+    try:
+        prepare(subject, Setting(mode='train', batch=1, fused_norms=False))
+        assert not batch_norm_act.enabled()
+    finally:
+        batch_norm_act.set_enabled(True)
+
+
 def test_benchmark_tool_keeps_an_existing_json(tmp_path):
     out = tmp_path / 'bench.json'
     out.write_text('{"kept": true}')
