@@ -35,6 +35,17 @@ def assert_same_buffers(reference: 'torch.nn.Module', model: 'torch.nn.Module',
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=name)
 
 
+def backward_nodes(out: 'torch.Tensor') -> set:
+    """Names of the autograd nodes ``out`` was computed through."""
+    seen, stack = {}, [out.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and id(node) not in seen:
+            seen[id(node)] = type(node).__name__
+            stack.extend(next_node for next_node, _ in node.next_functions)
+    return set(seen.values())
+
+
 def run(args: List[str], timeout: float = 600, env: Optional[dict] = None,
         cwd: str = ROOT, check: bool = True) -> subprocess.CompletedProcess:
     """Run a command; on failure show its output in the assertion message."""

@@ -11,7 +11,7 @@ from torch import nn
 from pyconv_mm.models.backbones.pyconv_blocks import (PyConvBasicBlock, PyConvBottleneck,
                                                       make_shortcut)
 from pyconv_mm.ops import batch_norm_act
-from conftest import assert_same_buffers
+from conftest import assert_same_buffers, backward_nodes
 
 pytestmark = pytest.mark.skipif(not batch_norm_act.AVAILABLE,
                                 reason='our CPU kernels are not built or this CPU has no AVX-512')
@@ -36,16 +36,6 @@ def _as_modules(x, norm, relu, residual):
     if residual is not None:
         out = out + residual
     return out.relu() if relu else out
-
-
-def _backward_nodes(out: torch.Tensor) -> set:
-    seen, stack = {}, [out.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is not None and id(node) not in seen:
-            seen[id(node)] = type(node).__name__
-            stack.extend(next_node for next_node, _ in node.next_functions)
-    return set(seen.values())
 
 
 @pytest.mark.parametrize('channels_last', [False, True])
@@ -74,7 +64,7 @@ def test_norm_act_equals_the_modules(channels_last, relu, with_residual, momentu
         assert not relu or before_relu.abs().min() > 2e-6
         assert batch_norm_act.usable(inputs[0], ours, inputs[1])
         got = batch_norm_act.norm_act(inputs[0], ours, nn.ReLU() if relu else None, inputs[1])
-        assert '_NormActBackward' in _backward_nodes(got)
+        assert '_NormActBackward' in backward_nodes(got)
         assert got.is_contiguous(memory_format=fmt)
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
         got.backward(grad)
@@ -131,7 +121,7 @@ def test_the_modules_run_where_the_kernels_do_not_take_the_norm():
         reference = copy.deepcopy(norm)
         want = reference(inputs) if act is None else act(reference(inputs))
         got = batch_norm_act.norm_act(inputs.clone().requires_grad_(), norm, act)
-        assert '_NormActBackward' not in _backward_nodes(got)
+        assert '_NormActBackward' not in backward_nodes(got)
         assert torch.equal(got, want)
     with torch.no_grad():
         assert not batch_norm_act.usable(x, _norm())
@@ -172,9 +162,9 @@ def test_blocks_train_as_with_the_modules(block_type, channels_last, with_cp):
             want.square().mean().backward()
         finally:
             batch_norm_act.set_enabled(True)
-        assert '_NormActBackward' not in _backward_nodes(want)
+        assert '_NormActBackward' not in backward_nodes(want)
         if not with_cp:  # (under the checkpoint the nodes are recorded in backward)
-            assert '_NormActBackward' in _backward_nodes(out)
+            assert '_NormActBackward' in backward_nodes(out)
         torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(x_ours.grad, x_ref.grad, rtol=1e-5, atol=1e-6)
     for (name, p), q in zip(reference.named_parameters(), block.parameters()):

@@ -10,7 +10,7 @@ from torch import nn
 
 from pyconv_mm.models.backbones.pyconv_blocks import PyConvBottleneck
 from pyconv_mm.ops import reduced_pyconv
-from conftest import assert_same_buffers
+from conftest import assert_same_buffers, backward_nodes
 from test_pyconv import algorithm_policy
 
 PYRAMID = dict(kernel_sizes=[3, 5, 7, 9], groups=[1, 2, 4, 4])
@@ -38,17 +38,6 @@ def _steps(block: nn.Module, inputs):
         out.square().mean().backward()
         results.append((out.detach(), x.grad))
     return results
-
-
-def _backward_nodes(out: torch.Tensor) -> set:
-    """Names of the autograd nodes ``out`` was computed through."""
-    seen, stack = {}, [out.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is not None and id(node) not in seen:
-            seen[id(node)] = type(node).__name__
-            stack.extend(next_node for next_node, _ in node.next_functions)
-    return set(seen.values())
 
 
 def _assert_trains_as_written(block: PyConvBottleneck, inputs) -> None:
@@ -87,7 +76,7 @@ def test_trains_as_the_modules_in_every_form(policy, stride, channels_last):
     with algorithm_policy(policy):
         _assert_trains_as_written(block, inputs)
         out = block(inputs[0].clone().requires_grad_(True))
-    assert '_ReducedPyConvBackward' in _backward_nodes(out)
+    assert '_ReducedPyConvBackward' in backward_nodes(out)
 
 
 def test_cumulative_running_statistics_and_frozen_reduction():
@@ -110,7 +99,7 @@ def test_keeps_only_the_input_at_its_resolution():
         out = block(x)
     at_input_size = {t.untyped_storage().data_ptr() for t in kept if t.shape[-2:] == (20, 20)}
     assert at_input_size == {x.untyped_storage().data_ptr()}
-    assert '_ReducedPyConvBackward' in _backward_nodes(out)
+    assert '_ReducedPyConvBackward' in backward_nodes(out)
 
 
 def test_hooks_and_other_norms_keep_the_checkpoint():
@@ -124,7 +113,7 @@ def test_hooks_and_other_norms_keep_the_checkpoint():
     assert not reduced_pyconv.usable(x, block.conv1, block.norm(1), block.relu, block.conv2)
     _assert_trains_as_written(block, [x])
     assert seen  # the hook ran (in the checkpoint's forward and recomputation)
-    assert '_ReducedPyConvBackward' not in _backward_nodes(block(x.requires_grad_(True)))
+    assert '_ReducedPyConvBackward' not in backward_nodes(block(x.requires_grad_(True)))
     handle.remove()
     block.norm(1).eval()
     assert not reduced_pyconv.usable(x, block.conv1, block.norm(1), block.relu, block.conv2)
