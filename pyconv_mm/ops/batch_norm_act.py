@@ -102,13 +102,14 @@ def batch_stats(x: torch.Tensor, norm: nn.BatchNorm2d):
                                  norm.eps)
 
 
-def relu_norm(y: torch.Tensor, norm: nn.BatchNorm2d):
-    """(relu(norm(y)), mean, invstd) as :func:`norm_act`'s forward computes them, outside
-    autograd (for a function that does its own backward; where :func:`takes` ``y`` and
-    ``norm``)."""
-    return _ext.batch_norm_act_forward(y, norm.weight, norm.bias, norm.running_mean,
-                                       norm.running_var, update_factor(norm), norm.eps, None,
-                                       True)
+def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, norm: nn.BatchNorm2d,
+            residual: Optional[torch.Tensor] = None, relu: bool = True):
+    """(relu(batch_norm(x) [+ residual]), mean, invstd) with the batch's statistics, outside
+    autograd, counting the batch in ``norm``'s running statistics as its training forward
+    does (where :func:`takes` ``x`` and ``norm``): :func:`norm_act`'s forward, and that of a
+    function doing its own backward."""
+    return _ext.batch_norm_act_forward(x, weight, bias, norm.running_mean, norm.running_var,
+                                       update_factor(norm), norm.eps, residual, relu)
 
 
 def activated(y: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor, weight: torch.Tensor,
@@ -150,9 +151,7 @@ class _NormAct(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, residual, norm, relu):
-        out, mean, invstd = _ext.batch_norm_act_forward(
-            x, weight, bias, norm.running_mean, norm.running_var, update_factor(norm), norm.eps,
-            residual, relu)
+        out, mean, invstd = forward(x, weight, bias, norm, residual, relu)
         # with a residual, the ReLU's mask is read from the output (it cannot be recomputed
         # from x alone); without one it is recomputed from x
         masked_by_out = relu and residual is not None

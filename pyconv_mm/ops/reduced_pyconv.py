@@ -142,7 +142,7 @@ class _ReducedPyConv(torch.autograd.Function):
                 y, activation=_batch_affine(mean, invstd, norm_weight, norm_bias))
         else:
             if ours:
-                activated, mean, invstd = batch_norm_act.relu_norm(y, norm)
+                activated, mean, invstd = batch_norm_act.forward(y, norm_weight, norm_bias, norm)
             else:
                 activated, mean, invstd = torch.ops.aten.native_batch_norm(
                     y, norm_weight, norm_bias, norm.running_mean, norm.running_var, True,
