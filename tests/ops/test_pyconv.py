@@ -454,6 +454,20 @@ def test_direct_kernel_channels_last_blocks(stride, height, width):
     assert out is None or type(out.grad_fn).__name__ == 'LevelsFunctionBackward'
 
 
+@needs_direct_kernel
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('stride, width', [(1, 8), (1, 24), (1, 25), (1, 56), (2, 16), (2, 48)])
+def test_direct_kernel_last_block_of_at_most_8_columns(stride, width, channels_last):
+    """A row whose last block holds at most 8 output columns (8, 24, 56; 8 and 24 at stride 2)
+    ends in 8-wide registers in the forward, the input gradient (at stride 2 its phases are
+    that wide) and the weight gradient; 25 columns end in a 16-wide block of 9: all equal
+    separate convolutions, 1e-5."""
+    conv = PyConv2d(32, 64, [3, 5, 7, 9], [1, 4, 8, 16], stride=stride)
+    with algorithm_policy('direct'):
+        out = check_equivalence(conv, (2, 32, 10, width), channels_last=channels_last)
+    assert type(out.grad_fn).__name__ == 'LevelsFunctionBackward'
+
+
 def random_eval_norm(channels: int) -> nn.BatchNorm2d:
     """An eval-mode batch norm with running statistics and affine parameters far from 0 / 1."""
     norm = nn.BatchNorm2d(channels).eval()

@@ -5,7 +5,8 @@
 // kernel vectorises over 16 output columns instead of over channels, so the size of a group
 // does not matter: for each output channel, input channel of its group and kernel tap, one
 // 16-wide load of an input row is multiplied by one broadcast weight. A tile keeps R output
-// rows x CO output channels (of one group) x 16 columns in registers.
+// rows x CO output channels (of one group) x 16 columns in registers; a row's last block of at
+// most 8 columns runs 8 wide (see Lanes8).
 //
 // Work is split in tasks of (image, band of 8 output rows). A task first copies the input rows
 // the band reads into a buffer of its thread (all channels, zero padded for the widest level,
@@ -25,6 +26,7 @@
 #include <algorithm>
 #include <cmath>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -57,7 +59,7 @@ struct Tile {
 };
 
 #pragma GCC push_options
-#pragma GCC target("avx512f,fma")
+#pragma GCC target("avx512f,avx512vl,fma")
 
 // max(v * a + b, 0): an eval-mode batch norm and a ReLU; a NaN stays NaN, as in torch (MAXPS
 // returns its second operand when one is NaN).
@@ -65,14 +67,61 @@ inline __m512 affine_relu(__m512 v, __m512 a, __m512 b) {
   return _mm512_max_ps(_mm512_setzero_ps(), _mm512_fmadd_ps(v, a, b));
 }
 
-template <int R, int CO>
-inline void store_tile(const Tile& t, __m512 (&acc)[R][CO], int64_t ox0) {
+// The registers a tile computes in: 16 columns (one AVX-512 register), or 8 (its lower half,
+// AVX-512VL) for a row's last block of at most 8 columns. A 56-column row then runs as 3 x 16
+// + 8 columns instead of 4 x 16: on CPUs whose AVX-512 units are 256 bits wide (AMD Zen 4) an
+// 8-wide FMA costs half a 16-wide one, and the stage-1 PyConvs of a 224x224 image (56 output
+// columns) computed 64 columns for 56.
+struct Lanes16 {
+  using T = __m512;
+  static T zero() { return _mm512_setzero_ps(); }
+  static T load(const float* p) { return _mm512_loadu_ps(p); }
+  static T load_aligned(const float* p) { return _mm512_load_ps(p); }
+  static void store_aligned(float* p, T v) { _mm512_store_ps(p, v); }
+  static T set1(float v) { return _mm512_set1_ps(v); }
+  static T fmadd(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
+  static __m512 widen(T v) { return v; }
+  static float sum(T v) { return _mm512_reduce_add_ps(v); }
+};
+
+struct Lanes8 {
+  using T = __m256;
+  static T zero() { return _mm256_setzero_ps(); }
+  static T load(const float* p) { return _mm256_loadu_ps(p); }
+  static T load_aligned(const float* p) { return _mm256_load_ps(p); }
+  static void store_aligned(float* p, T v) { _mm256_store_ps(p, v); }
+  static T set1(float v) { return _mm256_set1_ps(v); }
+  static T fmadd(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
+  static __m512 widen(T v) { return _mm512_castps256_ps512(v); }  // upper lanes not stored
+  static float sum(T v) {
+    const __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 pairs = _mm_add_ps(half, _mm_movehl_ps(half, half));
+    return _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)));
+  }
+};
+
+// Calls block(Lanes16{}, ox0) for every whole block of 16 of `width` columns, then for the
+// rest: block(Lanes8{}, ox0) where at most 8 columns are left, else block(Lanes16{}, ox0).
+template <typename Block>
+inline void for_column_blocks(int64_t width, Block block) {
+  int64_t ox0 = 0;
+  for (; ox0 + 16 <= width; ox0 += 16) block(Lanes16{}, ox0);
+  if (ox0 < width) {
+    if (width - ox0 <= 8)
+      block(Lanes8{}, ox0);
+    else
+      block(Lanes16{}, ox0);
+  }
+}
+
+template <class V, int R, int CO>
+inline void store_tile(const Tile& t, typename V::T (&acc)[R][CO], int64_t ox0) {
   alignas(64) float lanes[16];
   const int64_t cols = std::min<int64_t>(16, t.out_width - ox0);
   const __mmask16 mask = static_cast<__mmask16>((1u << cols) - 1u);
   for (int r = 0; r < t.rows; ++r) {
     for (int co = 0; co < CO; ++co) {
-      __m512 v = acc[r][co];
+      __m512 v = V::widen(acc[r][co]);
       if (t.bias != nullptr) v = _mm512_add_ps(v, _mm512_set1_ps(t.bias[co]));
       if (t.scale != nullptr)
         v = affine_relu(v, _mm512_set1_ps(t.scale[co]), _mm512_set1_ps(t.shift[co]));
@@ -92,21 +141,23 @@ inline void store_tile(const Tile& t, __m512 (&acc)[R][CO], int64_t ox0) {
   }
 }
 
-template <int R, int CO>
-inline void zero_tile(__m512 (&acc)[R][CO]) {
+template <class V, int R, int CO>
+inline void zero_tile(typename V::T (&acc)[R][CO]) {
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
-    for (int co = 0; co < CO; ++co) acc[r][co] = _mm512_setzero_ps();
+    for (int co = 0; co < CO; ++co) acc[r][co] = V::zero();
 }
 
-// R output rows x CO output channels, any kernel size and dilation; all columns, 16 at a time.
+// R output rows x CO output channels, any kernel size and dilation; all columns, 16 (or a
+// last 8) at a time.
 template <int R, int CO, int S>
 void conv_tile(const Tile& t) {
   const int64_t taps = t.kernel_h * t.kernel_w;
-  for (int64_t ox0 = 0; ox0 < t.out_width; ox0 += 16) {
-    __m512 acc[R][CO];
-    zero_tile<R, CO>(acc);
+  for_column_blocks(t.out_width, [&t, taps](auto lanes, int64_t ox0) {
+    using V = decltype(lanes);
+    typename V::T acc[R][CO];
+    zero_tile<V>(acc);
     for (int64_t ci = 0; ci < t.in_channels; ++ci) {
       const float* channel = t.input + ci * S * t.plane;
       const float* w_ci = t.weight + ci * taps;
@@ -116,62 +167,64 @@ void conv_tile(const Tile& t) {
         for (int64_t ky = 0; ky < t.kernel_h; ++ky) {
           const float* row = base + (t.in_y + ky * t.dilation + t.offset_y) * t.width;
           const float* w_tap = w_ci + ky * t.kernel_w + kx;
-          __m512 w[CO];
+          typename V::T w[CO];
 #pragma GCC unroll 16
-          for (int co = 0; co < CO; ++co) w[co] = _mm512_set1_ps(w_tap[co * t.weight_stride]);
+          for (int co = 0; co < CO; ++co) w[co] = V::set1(w_tap[co * t.weight_stride]);
 #pragma GCC unroll 16
           for (int r = 0; r < R; ++r) {
-            const __m512 x = _mm512_loadu_ps(row + r * S * t.width);
+            const typename V::T x = V::load(row + r * S * t.width);
 #pragma GCC unroll 16
-            for (int co = 0; co < CO; ++co) acc[r][co] = _mm512_fmadd_ps(x, w[co], acc[r][co]);
+            for (int co = 0; co < CO; ++co) acc[r][co] = V::fmadd(x, w[co], acc[r][co]);
           }
         }
       }
     }
-    store_tile<R, CO>(t, acc, ox0);
-  }
+    store_tile<V>(t, acc, ox0);
+  });
 }
 
 // The frame of the tiles with a compile-time kernel size KH x KW (dilation 1): for each block
-// of 16 columns, zeroed accumulators; for every input channel of the group and kernel column
-// kx, `column(acc, rows, w_ci, kx)` with `rows` the buffer address of the first input row the
-// tile reads at that kx and `w_ci` the channel's KH x KW weights (of the tile's first output
-// channel); then the tile is stored.
+// of columns (for_column_blocks), zeroed accumulators; for every input channel of the group
+// and kernel column kx, `column(lanes, acc, rows, w_ci, kx)` with `rows` the buffer address of
+// the first input row the tile reads at that kx and `w_ci` the channel's KH x KW weights (of
+// the tile's first output channel); then the tile is stored.
 template <int R, int CO, int S, int KH, int KW, typename Column>
 inline void tile_frame_k(const Tile& t, Column column) {
-  for (int64_t ox0 = 0; ox0 < t.out_width; ox0 += 16) {
-    __m512 acc[R][CO];
-    zero_tile<R, CO>(acc);
+  for_column_blocks(t.out_width, [&t, &column](auto lanes, int64_t ox0) {
+    using V = decltype(lanes);
+    typename V::T acc[R][CO];
+    zero_tile<V>(acc);
     for (int64_t ci = 0; ci < t.in_channels; ++ci) {
       const float* channel = t.input + ci * S * t.plane;
       const float* w_ci = t.weight + ci * KH * KW;
       for (int kx = 0; kx < KW; ++kx) {
         const int64_t col = kx + t.offset_x;
-        column(acc,
+        column(lanes, acc,
                channel + (col % S) * t.plane + ox0 + col / S + (t.in_y + t.offset_y) * t.width,
                w_ci, kx);
       }
     }
-    store_tile<R, CO>(t, acc, ox0);
-  }
+    store_tile<V>(t, acc, ox0);
+  });
 }
 
 // conv_tile for a compile-time kernel size KH x KW (dilation 1): the taps unrolled.
 template <int R, int CO, int S, int KH, int KW>
 void conv_tile_k(const Tile& t) {
   tile_frame_k<R, CO, S, KH, KW>(
-      t, [&t](__m512(&acc)[R][CO], const float* rows, const float* w_ci, int kx) {
+      t, [&t](auto lanes, auto& acc, const float* rows, const float* w_ci, int kx) {
+        using V = decltype(lanes);
 #pragma GCC unroll 9
         for (int ky = 0; ky < KH; ++ky) {
-          __m512 w[CO];
+          typename V::T w[CO];
 #pragma GCC unroll 16
           for (int co = 0; co < CO; ++co)
-            w[co] = _mm512_set1_ps(w_ci[co * t.weight_stride + ky * KW + kx]);
+            w[co] = V::set1(w_ci[co * t.weight_stride + ky * KW + kx]);
 #pragma GCC unroll 16
           for (int r = 0; r < R; ++r) {
-            const __m512 x = _mm512_loadu_ps(rows + (ky + r * S) * t.width);
+            const typename V::T x = V::load(rows + (ky + r * S) * t.width);
 #pragma GCC unroll 16
-            for (int co = 0; co < CO; ++co) acc[r][co] = _mm512_fmadd_ps(x, w[co], acc[r][co]);
+            for (int co = 0; co < CO; ++co) acc[r][co] = V::fmadd(x, w[co], acc[r][co]);
           }
         }
       });
@@ -180,30 +233,31 @@ void conv_tile_k(const Tile& t) {
 // Kernel rows [KY0, KY0 + KC) (clipped to KH) of one kernel column kx, then the next KC: each
 // input row is loaded once for every output row of the tile that reads it (R + KC - 1 loads
 // for R x KC taps at stride 1), with the KC x CO weights in registers.
-template <int R, int CO, int S, int KY0, int KC, int KH, int KW>
-inline void reuse_rows(const Tile& t, __m512 (&acc)[R][CO], const float* rows,
+template <class V, int R, int CO, int S, int KY0, int KC, int KH, int KW>
+inline void reuse_rows(const Tile& t, typename V::T (&acc)[R][CO], const float* rows,
                        const float* w_ci, int kx) {
   constexpr int kCount = KH - KY0 < KC ? KH - KY0 : KC;
   constexpr int kRows = (R - 1) * S + kCount;  // input rows these kernel rows read
-  __m512 w[kCount][CO];
+  typename V::T w[kCount][CO];
 #pragma GCC unroll 16
   for (int ky = 0; ky < kCount; ++ky)
 #pragma GCC unroll 16
     for (int co = 0; co < CO; ++co)
-      w[ky][co] = _mm512_set1_ps(w_ci[co * t.weight_stride + (KY0 + ky) * KW + kx]);
+      w[ky][co] = V::set1(w_ci[co * t.weight_stride + (KY0 + ky) * KW + kx]);
 #pragma GCC unroll 32
   for (int row = 0; row < kRows; ++row) {
-    const __m512 x = _mm512_loadu_ps(rows + (KY0 + row) * t.width);
+    const typename V::T x = V::load(rows + (KY0 + row) * t.width);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       const int ky = row - r * S;
       if (ky >= 0 && ky < kCount) {
 #pragma GCC unroll 16
-        for (int co = 0; co < CO; ++co) acc[r][co] = _mm512_fmadd_ps(x, w[ky][co], acc[r][co]);
+        for (int co = 0; co < CO; ++co) acc[r][co] = V::fmadd(x, w[ky][co], acc[r][co]);
       }
     }
   }
-  if constexpr (KY0 + KC < KH) reuse_rows<R, CO, S, KY0 + KC, KC, KH, KW>(t, acc, rows, w_ci, kx);
+  if constexpr (KY0 + KC < KH)
+    reuse_rows<V, R, CO, S, KY0 + KC, KC, KH, KW>(t, acc, rows, w_ci, kx);
 }
 
 // conv_tile_k loading each input row once for all the kernel rows it holds weights for
@@ -211,10 +265,10 @@ inline void reuse_rows(const Tile& t, __m512 (&acc)[R][CO], const float* rows,
 // accumulators and 12 weights in registers).
 template <int R, int CO, int S, int KH, int KW>
 void conv_tile_reuse(const Tile& t) {
-  constexpr int kChunk = CO == 4 ? 3 : KH;
   tile_frame_k<R, CO, S, KH, KW>(
-      t, [&t](__m512(&acc)[R][CO], const float* rows, const float* w_ci, int kx) {
-        reuse_rows<R, CO, S, 0, kChunk, KH, KW>(t, acc, rows, w_ci, kx);
+      t, [&t](auto lanes, auto& acc, const float* rows, const float* w_ci, int kx) {
+        constexpr int kChunk = CO == 4 ? 3 : KH;
+        reuse_rows<decltype(lanes), R, CO, S, 0, kChunk, KH, KW>(t, acc, rows, w_ci, kx);
       });
 }
 
@@ -225,42 +279,44 @@ constexpr int weight_grad_rows() {
   return 2 * CO * K + 2 * CO + 1 <= 30 ? 2 : 1;
 }
 
-// One pass of the weight gradient over output rows [y0, y1): kernel rows ky0 + m * S for m < M
-// at once, all K kernel columns. Row m reads output-gradient row y - m against the input row
-// S * y + ky0 (the same for every m), so each input load feeds M * CO FMAs. The accumulators
-// of kernel row ky wait in partial[ky] between passes (zeros when `first`).
-template <int CO, int K, int S, int M>
+// One pass of the weight gradient over output rows [y0, y1) and the column blocks of V's
+// width from x_begin to x_end: kernel rows ky0 + m * S for m < M at once, all K kernel
+// columns. Row m reads output-gradient row y - m against the input row S * y + ky0 (the same
+// for every m), so each input load feeds M * CO FMAs. The accumulators of kernel row ky wait
+// in partial[ky] between passes (zeros when `first`; 8-wide ones in the first 8 floats).
+template <class V, int CO, int K, int S, int M>
 inline void weight_grad_pass(const float* grad, int64_t grad_plane, int64_t grad_width,
                              const float* x_rows, int64_t in_width, const int64_t (&tap)[K],
-                             int64_t y0, int64_t y1, int ky0, bool first,
-                             float (&partial)[K][CO][K][16]) {
-  __m512 acc[M][CO][K];
+                             int64_t y0, int64_t y1, int64_t x_begin, int64_t x_end, int ky0,
+                             bool first, float (&partial)[K][CO][K][16]) {
+  constexpr int64_t kLanes = sizeof(typename V::T) / sizeof(float);
+  typename V::T acc[M][CO][K];
 #pragma GCC unroll 4
   for (int m = 0; m < M; ++m)
 #pragma GCC unroll 16
     for (int co = 0; co < CO; ++co)
 #pragma GCC unroll 16
       for (int kx = 0; kx < K; ++kx)
-        acc[m][co][kx] = first ? _mm512_setzero_ps() : _mm512_load_ps(partial[ky0 + m * S][co][kx]);
+        acc[m][co][kx] = first ? V::zero() : V::load_aligned(partial[ky0 + m * S][co][kx]);
   for (int64_t y = y0; y < y1; ++y) {
     const float* g_row = grad + y * grad_width;
     const float* x_row = x_rows + S * y * in_width;
-    for (int64_t x0 = 0; x0 < grad_width; x0 += 16) {
-      __m512 g[M][CO];
+    for (int64_t x0 = x_begin; x0 < x_end; x0 += kLanes) {
+      typename V::T g[M][CO];
 #pragma GCC unroll 4
       for (int m = 0; m < M; ++m)
 #pragma GCC unroll 16
         for (int co = 0; co < CO; ++co)
-          g[m][co] = _mm512_load_ps(g_row + co * grad_plane - m * grad_width + x0);
+          g[m][co] = V::load_aligned(g_row + co * grad_plane - m * grad_width + x0);
 #pragma GCC unroll 16
       for (int kx = 0; kx < K; ++kx) {
-        __m512 v = _mm512_loadu_ps(x_row + x0 + tap[kx]);
+        typename V::T v = V::load(x_row + x0 + tap[kx]);
         asm("" : "+v"(v));  // loaded once for its M * CO FMAs, not folded into each of them
 #pragma GCC unroll 4
         for (int m = 0; m < M; ++m)
 #pragma GCC unroll 16
           for (int co = 0; co < CO; ++co)
-            acc[m][co][kx] = _mm512_fmadd_ps(g[m][co], v, acc[m][co][kx]);
+            acc[m][co][kx] = V::fmadd(g[m][co], v, acc[m][co][kx]);
       }
     }
   }
@@ -269,26 +325,31 @@ inline void weight_grad_pass(const float* grad, int64_t grad_plane, int64_t grad
 #pragma GCC unroll 16
     for (int co = 0; co < CO; ++co)
 #pragma GCC unroll 16
-      for (int kx = 0; kx < K; ++kx) _mm512_store_ps(partial[ky0 + m * S][co][kx], acc[m][co][kx]);
+      for (int kx = 0; kx < K; ++kx) V::store_aligned(partial[ky0 + m * S][co][kx], acc[m][co][kx]);
 }
 
 // Weight gradient of one image for (output channels [oc0, oc0 + CO), input channel ci), added
 // to `dw`: dW[oc][ci][ky][kx] += sum over output pixels of grad[oc][y][x] * x_pad[S*y + ky*d]
-// [S*x + kx*d], vectorised over 16 output columns. `grad` planes are (Ho, Wg) with zeros past
-// Wo and a zero row above and below (row -1 and Ho, of a plane `grad_plane` floats apart);
-// `input` is zero padded and its columns split into S phase planes of `in_plane` floats (rows
-// of `in_width`), as the forward's band buffers. Output rows go in blocks of 8, whose gradient
-// and input rows stay in L1 for all the passes over the kernel rows.
+// [S*x + kx*d], vectorised over 16 output columns (the last block, where it holds at most 8 of
+// the `out_width` columns, over 8). `grad` planes are (Ho, Wg) with zeros past Wo and a zero
+// row above and below (row -1 and Ho, of a plane `grad_plane` floats apart); `input` is zero
+// padded and its columns split into S phase planes of `in_plane` floats (rows of `in_width`),
+// as the forward's band buffers. Output rows go in blocks of 8, whose gradient and input rows
+// stay in L1 for all the passes over the kernel rows.
 template <int CO, int K, int S>
 void weight_grad_task(const float* __restrict grad, int64_t grad_plane, int64_t grad_width,
-                      const float* __restrict input, int64_t in_width, int64_t in_plane,
-                      int64_t out_height, int64_t dilation, int64_t offset,
+                      int64_t out_width, const float* __restrict input, int64_t in_width,
+                      int64_t in_plane, int64_t out_height, int64_t dilation, int64_t offset,
                       float* __restrict dw, int64_t dw_stride) {
   int64_t tap[K];  // where column tap kx of output column 0 sits in the row's phase planes
   for (int kx = 0; kx < K; ++kx) {
     const int64_t column = kx * dilation + offset;
     tap[kx] = (column % S) * in_plane + column / S;
   }
+  // columns [0, wide_end) in 16-wide blocks, [wide_end, grad_width) in one 8-wide one
+  const int64_t whole = out_width / 16 * 16;
+  const bool narrow_tail = out_width > whole && out_width - whole <= 8;
+  const int64_t wide_end = narrow_tail ? whole : grad_width;
   // kernel rows ky and ky + S read the same input row at output rows y and y - 1 (dilation
   // 1): a pair runs one more output row, the zero row Ho, to give ky + S its row Ho - 1
   constexpr int M = weight_grad_rows<CO, K>();
@@ -296,27 +357,39 @@ void weight_grad_task(const float* __restrict grad, int64_t grad_plane, int64_t 
   const int64_t rows_end = out_height + (paired ? 1 : 0);
   constexpr int64_t kRowBlock = 8;
   alignas(64) float partial[K][CO][K][16];
+  alignas(64) float tail[K][CO][K][16];
+  auto pass = [&](auto lanes, auto pair, int64_t y0, int64_t y1, int64_t x_begin, int64_t x_end,
+                  int ky, float (&sums)[K][CO][K][16]) {
+    const float* x_rows = input + (ky * dilation + offset) * in_width;
+    weight_grad_pass<decltype(lanes), CO, K, S, decltype(pair)::value>(
+        grad, grad_plane, grad_width, x_rows, in_width, tap, y0, y1, x_begin, x_end, ky,
+        y0 == 0, sums);
+  };
   for (int64_t y0 = 0; y0 < rows_end; y0 += kRowBlock) {
     const int64_t y1 = std::min(y0 + kRowBlock, rows_end);
     bool done[K] = {};
     for (int ky = 0; ky < K; ++ky) {
       if (done[ky]) continue;
-      const float* x_rows = input + (ky * dilation + offset) * in_width;
       if (paired && ky + S < K) {
-        weight_grad_pass<CO, K, S, M>(grad, grad_plane, grad_width, x_rows, in_width, tap, y0,
-                                      y1, ky, y0 == 0, partial);
+        const std::integral_constant<int, M> pair;
+        if (wide_end > 0) pass(Lanes16{}, pair, y0, y1, 0, wide_end, ky, partial);
+        if (narrow_tail) pass(Lanes8{}, pair, y0, y1, whole, whole + 8, ky, tail);
         done[ky + S] = true;
       } else {  // alone: up to row Ho - 1 (its input rows end there)
-        weight_grad_pass<CO, K, S, 1>(grad, grad_plane, grad_width, x_rows, in_width, tap, y0,
-                                      std::min(y1, out_height), ky, y0 == 0, partial);
+        const std::integral_constant<int, 1> alone;
+        const int64_t end = std::min(y1, out_height);
+        if (wide_end > 0) pass(Lanes16{}, alone, y0, end, 0, wide_end, ky, partial);
+        if (narrow_tail) pass(Lanes8{}, alone, y0, end, whole, whole + 8, ky, tail);
       }
     }
   }
   for (int ky = 0; ky < K; ++ky)
     for (int co = 0; co < CO; ++co)
-      for (int kx = 0; kx < K; ++kx)
-        dw[co * dw_stride + ky * K + kx] +=
-            _mm512_reduce_add_ps(_mm512_load_ps(partial[ky][co][kx]));
+      for (int kx = 0; kx < K; ++kx) {
+        float sum = wide_end > 0 ? Lanes16::sum(Lanes16::load_aligned(partial[ky][co][kx])) : 0.f;
+        if (narrow_tail) sum += Lanes8::sum(Lanes8::load_aligned(tail[ky][co][kx]));
+        dw[co * dw_stride + ky * K + kx] += sum;
+      }
 }
 
 // 16 x 16 transpose in registers: row i of the result holds element i of every input row.
@@ -561,7 +634,10 @@ std::pair<torch::Tensor, torch::Tensor> checked_affine(const torch::Tensor& scal
 
 }  // namespace
 
-bool supported() { return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma"); }
+bool supported() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("fma");
+}
 
 // Writes (or with `accumulate` adds) conv2d(x_i, weights[i], biases[i], stride, padding =
 // (K - 1) / 2 * dilations[i], dilations[i], groups = C_i / weights[i].size(1)) into channels
@@ -968,7 +1044,7 @@ std::vector<torch::Tensor> weight_grads(const torch::Tensor& x, const torch::Ten
       for (int64_t j = begin; j < end; ++j) {
         const Job& job = jobs[j];
         job.fn(grads[job.level].data_ptr<float>() + job.grad_offset, (Ho + 2) * grad_width,
-               grad_width, xp.data_ptr<float>() + job.input_offset, in_width, in_plane, Ho,
+               grad_width, Wo, xp.data_ptr<float>() + job.input_offset, in_width, in_plane, Ho,
                job.dilation, job.offset, job.dw, job.dw_stride);
       }
     });
