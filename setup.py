@@ -29,7 +29,10 @@ def extensions() -> dict:
     ext = CppExtension('pyconv_mm.ops._direct_conv',
                        ['pyconv_mm/ops/csrc/direct_conv.cpp', 'pyconv_mm/ops/csrc/max_pool.cpp',
                         'pyconv_mm/ops/csrc/fingerprint.cpp', 'pyconv_mm/ops/csrc/batch_norm.cpp'],
-                       extra_compile_args=['-O3', '-fopenmp'], extra_link_args=['-fopenmp'])
+                       # -Wno-maybe-uninitialized: GCC 12 warns about the undefined pass-through
+                       # operand inside its own AVX-512 intrinsics (avx512fintrin.h)
+                       extra_compile_args=['-O3', '-fopenmp', '-Wno-maybe-uninitialized'],
+                       extra_link_args=['-fopenmp'])
     return dict(ext_modules=[ext], cmdclass={'build_ext': BuildExtension})
 
 
