@@ -19,11 +19,14 @@
 #include <torch/extension.h>
 
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 namespace {
 
 constexpr int64_t kRowsPerPiece = 64;  // channels_last: rows (pixels) summed per piece
+// Outputs of at least this many floats (16 MiB) are stored non-temporally (see `store`)
+constexpr int64_t kStreamedFloats = int64_t{4} << 20;
 
 // A 4D float32 tensor viewed as channels_last rows (``rows`` x ``C``, C a multiple of 16) or
 // NCHW planes (``N * C`` planes of ``plane`` elements).
@@ -83,7 +86,11 @@ __attribute__((noinline)) void affine(const float* weight, const float* bias, co
 // them 16 channels at a time from the arrays, NCHW planes broadcast their channel's.
 struct Params {
   const float *mean, *scale, *shift, *proj, *g_mean, *k;
+  bool stream = false;  // the pass's outputs bypass the caches (see `store`)
 };
+
+// Whether a pass writing outputs the size of `L` streams them (kStreamedFloats).
+bool streamed(const Layout& L) { return L.rows * L.C >= kStreamedFloats; }
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,fma")
@@ -92,6 +99,7 @@ using V = __m512;
 
 struct RowParams {  // channels_last: per-lane channels
   const Params& p;
+  bool stream() const { return p.stream; }
   V mean(int64_t c) const { return _mm512_loadu_ps(p.mean + c); }
   V scale(int64_t c) const { return _mm512_loadu_ps(p.scale + c); }
   V shift(int64_t c) const { return _mm512_loadu_ps(p.shift + c); }
@@ -102,23 +110,36 @@ struct RowParams {  // channels_last: per-lane channels
 
 struct PlaneParams {  // NCHW: one channel per plane
   V mean_, scale_, shift_, proj_, g_mean_, k_;
+  bool stream_;
   PlaneParams(const Params& p, int64_t c)
       : mean_(_mm512_set1_ps(p.mean ? p.mean[c] : 0.f)),
         scale_(_mm512_set1_ps(p.scale ? p.scale[c] : 0.f)),
         shift_(_mm512_set1_ps(p.shift ? p.shift[c] : 0.f)),
         proj_(_mm512_set1_ps(p.proj ? p.proj[c] : 0.f)),
         g_mean_(_mm512_set1_ps(p.g_mean ? p.g_mean[c] : 0.f)),
-        k_(_mm512_set1_ps(p.k ? p.k[c] : 0.f)) {}
+        k_(_mm512_set1_ps(p.k ? p.k[c] : 0.f)),
+        stream_(p.stream) {}
   V mean(int64_t) const { return mean_; }
   V scale(int64_t) const { return scale_; }
   V shift(int64_t) const { return shift_; }
   V proj(int64_t) const { return proj_; }
   V g_mean(int64_t) const { return g_mean_; }
   V k(int64_t) const { return k_; }
+  bool stream() const { return stream_; }
 };
 
 inline V load(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
-inline void store(float* p, V v, __mmask16 m) { _mm512_mask_storeu_ps(p, m, v); }
+// Stores the lanes of m. With `stream`, whole vectors at 64-byte aligned addresses are stored
+// non-temporally: an output larger than about half the last-level cache is evicted before the
+// next op reads it from its start anyway, and a normal store first reads each line in (the
+// 256-channel 56x56 norm with its residual add, batch 8: forward and backward 3% to 8%
+// faster, one run).
+inline void store(float* p, V v, __mmask16 m, bool stream) {
+  if (stream && m == static_cast<__mmask16>(0xFFFF) && (reinterpret_cast<uintptr_t>(p) & 63) == 0)
+    _mm512_stream_ps(p, v);
+  else
+    _mm512_mask_storeu_ps(p, m, v);
+}
 inline __mmask16 lanes(int64_t left) {
   return left >= 16 ? static_cast<__mmask16>(0xFFFF)
                     : static_cast<__mmask16>((1u << left) - 1u);
@@ -182,6 +203,7 @@ void for_all(const Layout& L, const Params& params, Pass pass) {
     at::parallel_for(0, L.rows, kRowsPerPiece, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r)
         for (int64_t c = 0; c < C; c += 16) pass(r * C + c, c, static_cast<__mmask16>(0xFFFF), rp);
+      _mm_sfence();  // streamed stores are visible before the pass returns
     });
   } else {
     at::parallel_for(0, L.N * C, 1, [&](int64_t begin, int64_t end) {
@@ -190,6 +212,7 @@ void for_all(const Layout& L, const Params& params, Pass pass) {
         for (int64_t i = 0; i < L.plane; i += 16)
           pass(p * L.plane + i, 0, lanes(L.plane - i), pp);
       }
+      _mm_sfence();
     });
   }
 }
@@ -210,6 +233,7 @@ void sum_pairs(const Layout& L, const Params& params, double* a, double* b, SumP
         rows_sums(p * kRowsPerPiece, std::min(kRowsPerPiece, L.rows - p * kRowsPerPiece), C,
                   part.data() + p * 2 * C, part.data() + p * 2 * C + C,
                   [&](int64_t i, int64_t c, __mmask16 m, V& x, V& y) { pair(i, c, m, rp, x, y); });
+      _mm_sfence();  // a pass may store as it sums (the backward's residual gradient)
     });
     for (int64_t p = 0; p < pieces; ++p)
       for (int64_t c = 0; c < C; ++c) {
@@ -225,6 +249,7 @@ void sum_pairs(const Layout& L, const Params& params, double* a, double* b, SumP
         plane_sums(p * L.plane, L.plane, &part[2 * p], &part[2 * p + 1],
                    [&](int64_t i, int64_t c, __mmask16 m, V& x, V& y) { pair(i, c, m, pp, x, y); });
       }
+      _mm_sfence();
     });
     for (int64_t p = 0; p < planes; ++p) {
       a[p % C] += part[2 * p];
@@ -250,7 +275,8 @@ template <bool kRelu, bool kResidual>
 void apply_all(const float* y, const float* residual, float* out, const Layout& L,
                const Params& params) {
   for_all(L, params, [&](int64_t i, int64_t c, __mmask16 m, const auto& p) {
-    store(out + i, activated<kRelu, kResidual>(load(y + i, m), residual, i, c, m, p), m);
+    store(out + i, activated<kRelu, kResidual>(load(y + i, m), residual, i, c, m, p), m,
+          p.stream());
   });
 }
 
@@ -277,7 +303,7 @@ void backward_all(const float* G, const float* y, const float* out, float* grad_
             [&](int64_t i, int64_t c, __mmask16 m, const auto& p, V& a, V& b) {
               const V yv = load(y + i, m);
               const V g = passed<kMask>(load(G + i, m), yv, out, i, c, m, p);
-              if (kResidual) store(grad_res + i, g, m);
+              if (kResidual) store(grad_res + i, g, m, p.stream());
               a = g;
               b = _mm512_mul_ps(g, _mm512_sub_ps(yv, p.mean(c)));
             });
@@ -300,7 +326,7 @@ void backward_all(const float* G, const float* y, const float* out, float* grad_
                           : passed<kMask>(load(G + i, m), yv, out, i, c, m, p);
     const V centred = _mm512_sub_ps(yv, p.mean(c));
     const V d = _mm512_sub_ps(_mm512_fnmadd_ps(centred, p.proj(c), g), p.g_mean(c));
-    store(grad_y + i, _mm512_mul_ps(d, p.k(c)), m);
+    store(grad_y + i, _mm512_mul_ps(d, p.k(c)), m, p.stream());
   });
 }
 
@@ -375,8 +401,9 @@ std::vector<torch::Tensor> batch_norm_act_forward(
   std::vector<float> scale(C), shift(C);
   affine(w, b, m, stats[1].data_ptr<float>(), C, scale.data(), shift.data());
   auto out = empty_like_layout(y, L);
-  apply(y.data_ptr<float>(), res, out.data_ptr<float>(), L, {m, scale.data(), shift.data()},
-        relu);
+  Params params{m, scale.data(), shift.data(), nullptr, nullptr, nullptr};
+  params.stream = streamed(L);
+  apply(y.data_ptr<float>(), res, out.data_ptr<float>(), L, params, relu);
   return {out, stats[0], stats[1]};
 }
 
@@ -393,8 +420,9 @@ torch::Tensor batch_norm_act_apply(const torch::Tensor& y, const torch::Tensor& 
   affine(per_channel(weight, C, "weight"), per_channel(bias, C, "bias"), m,
          per_channel(invstd, C, "invstd"), C, scale.data(), shift.data());
   auto out = empty_like_layout(y, L);
-  apply(y.data_ptr<float>(), nullptr, out.data_ptr<float>(), L, {m, scale.data(), shift.data()},
-        relu);
+  Params params{m, scale.data(), shift.data(), nullptr, nullptr, nullptr};
+  params.stream = streamed(L);
+  apply(y.data_ptr<float>(), nullptr, out.data_ptr<float>(), L, params, relu);
   return out;
 }
 
@@ -430,6 +458,7 @@ std::vector<torch::Tensor> batch_norm_act_backward(
   float *gy = grad_y.data_ptr<float>(), *gw = grad_weight.data_ptr<float>(),
         *gb = grad_bias.data_ptr<float>();
   Params params{m, scale.data(), shift.data(), nullptr, nullptr, nullptr};
+  params.stream = streamed(L);
 #define BN_BACKWARD(MASK, RES) backward_all<MASK, RES>(Gp, yp, o, gy, gr, L, params, w, is, gw, gb)
   const int mask = !relu ? 0 : (o ? 2 : 1);
   if (mask == 0) residual_grad ? BN_BACKWARD(0, true) : BN_BACKWARD(0, false);
