@@ -5,7 +5,7 @@ The stock CPU kernels run convolutions whose groups have few channels (PyConv's 
 columns, so the group size does not matter, works through the image in bands of rows that stay
 in cache, and writes each level straight into its channels of the PyConv's output (no
 concatenation). It is built with the package (``tools/setup.sh``) and runs on CPUs with
-AVX-512, in fp32; with autograd (its own input and weight gradients, see
+AVX-512 (F and VL), in fp32; with autograd (its own input and weight gradients, see
 :class:`LevelsFunction`) for stride-1 levels and for stride-2 levels of dilation 1 on inputs of
 even height and width; elsewhere :func:`usable` is False and the stock forms run. The same
 extension has the max pool that keeps a byte per output for its backward pass
@@ -29,7 +29,7 @@ try:
 except ImportError:  # not built (e.g. installed without a compiler): the stock forms run
     _ext = None
 
-#: True when the compiled kernel is importable and this CPU has AVX-512.
+#: True when the compiled kernel is importable and this CPU has AVX-512 (F and VL).
 AVAILABLE = _ext is not None and _ext.supported()
 _STATE = {'enabled': os.environ.get('PYCONV_DIRECT_KERNEL', '1') != '0'}
 

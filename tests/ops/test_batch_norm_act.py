@@ -80,6 +80,29 @@ def test_norm_act_equals_the_modules(channels_last, relu, with_residual, momentu
     assert int(ours.num_batches_tracked) == 2
 
 
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_outputs_of_16_mib_and_more_equal_the_modules(channels_last):
+    """Outputs from 16 MiB on are stored non-temporally (whole aligned vectors; NCHW planes of
+    33124 elements start off the 64-byte grid, so those go both ways): the output and the
+    gradients of the input and the residual as the modules give them."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    shape = (2, 64, 182, 182)  # 4.24 M floats
+    assert shape[0] * shape[1] * shape[2] * shape[3] * 4 >= 16 << 20
+    torch.manual_seed(3)
+    x, residual, grad = (torch.randn(shape).contiguous(memory_format=fmt) for _ in range(3))
+    ours, theirs = nn.BatchNorm2d(64).train(), nn.BatchNorm2d(64).train()
+    inputs = [t.clone().requires_grad_() for t in (x, residual)]
+    want_inputs = [t.clone().requires_grad_() for t in (x, residual)]
+    got = batch_norm_act.norm_act(inputs[0], ours, None, inputs[1])
+    want = _as_modules(want_inputs[0], theirs, False, want_inputs[1])
+    assert '_NormActBackward' in backward_nodes(got)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    got.backward(grad)
+    want.backward(grad)
+    for mine, reference in zip(inputs, want_inputs):
+        torch.testing.assert_close(mine.grad, reference.grad, rtol=1e-5, atol=1e-5)
+
+
 def test_results_do_not_depend_on_the_number_of_threads():
     """Pieces of fixed size summed in order: bit for bit the same with 1 and 2 threads."""
     x = torch.randn(4, 64, 30, 30).contiguous(memory_format=torch.channels_last)
