@@ -100,18 +100,21 @@ struct Lanes8 {
   }
 };
 
-// Calls block(Lanes16{}, ox0) for every whole block of 16 of `width` columns, then for the
-// rest: block(Lanes8{}, ox0) where at most 8 columns are left, else block(Lanes16{}, ox0).
+// Where a row of `width` columns ends its 16-wide blocks: before a last block of at most 8
+// columns, which runs 8 wide; else at `width` rounded up to 16 (a last block of 9 to 15
+// columns runs 16 wide).
+inline int64_t wide_columns_end(int64_t width) {
+  const int64_t whole = width / 16 * 16;
+  return width - whole <= 8 ? whole : whole + 16;
+}
+
+// Calls block(Lanes16{}, ox0) for the 16-wide blocks of `width` columns, then
+// block(Lanes8{}, ox0) for an 8-wide last one (wide_columns_end).
 template <typename Block>
 inline void for_column_blocks(int64_t width, Block block) {
-  int64_t ox0 = 0;
-  for (; ox0 + 16 <= width; ox0 += 16) block(Lanes16{}, ox0);
-  if (ox0 < width) {
-    if (width - ox0 <= 8)
-      block(Lanes8{}, ox0);
-    else
-      block(Lanes16{}, ox0);
-  }
+  const int64_t wide_end = wide_columns_end(width);
+  for (int64_t ox0 = 0; ox0 < wide_end; ox0 += 16) block(Lanes16{}, ox0);
+  if (wide_end < width) block(Lanes8{}, wide_end);
 }
 
 template <class V, int R, int CO>
@@ -346,10 +349,9 @@ void weight_grad_task(const float* __restrict grad, int64_t grad_plane, int64_t 
     const int64_t column = kx * dilation + offset;
     tap[kx] = (column % S) * in_plane + column / S;
   }
-  // columns [0, wide_end) in 16-wide blocks, [wide_end, grad_width) in one 8-wide one
-  const int64_t whole = out_width / 16 * 16;
-  const bool narrow_tail = out_width > whole && out_width - whole <= 8;
-  const int64_t wide_end = narrow_tail ? whole : grad_width;
+  // columns [0, wide_end) in 16-wide blocks, then, where columns are left, one 8-wide block
+  const int64_t wide_end = wide_columns_end(out_width);
+  const bool narrow_tail = wide_end < out_width;
   // kernel rows ky and ky + S read the same input row at output rows y and y - 1 (dilation
   // 1): a pair runs one more output row, the zero row Ho, to give ky + S its row Ho - 1
   constexpr int M = weight_grad_rows<CO, K>();
@@ -373,13 +375,13 @@ void weight_grad_task(const float* __restrict grad, int64_t grad_plane, int64_t 
       if (paired && ky + S < K) {
         const std::integral_constant<int, M> pair;
         if (wide_end > 0) pass(Lanes16{}, pair, y0, y1, 0, wide_end, ky, partial);
-        if (narrow_tail) pass(Lanes8{}, pair, y0, y1, whole, whole + 8, ky, tail);
+        if (narrow_tail) pass(Lanes8{}, pair, y0, y1, wide_end, wide_end + 8, ky, tail);
         done[ky + S] = true;
       } else {  // alone: up to row Ho - 1 (its input rows end there)
         const std::integral_constant<int, 1> alone;
         const int64_t end = std::min(y1, out_height);
         if (wide_end > 0) pass(Lanes16{}, alone, y0, end, 0, wide_end, ky, partial);
-        if (narrow_tail) pass(Lanes8{}, alone, y0, end, whole, whole + 8, ky, tail);
+        if (narrow_tail) pass(Lanes8{}, alone, y0, end, wide_end, wide_end + 8, ky, tail);
       }
     }
   }
