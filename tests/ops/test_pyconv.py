@@ -468,6 +468,30 @@ def test_direct_kernel_last_block_of_at_most_8_columns(stride, width, channels_l
     assert type(out.grad_fn).__name__ == 'LevelsFunctionBackward'
 
 
+@needs_direct_kernel
+@pytest.mark.parametrize('stride', [1, 2])
+def test_direct_kernel_streams_channels_last_outputs_of_2_mib_and_more(stride):
+    """channels_last outputs whose elements span 2 MiB or more leave the kernel in
+    non-temporal stores (csrc/streaming.h): the forward at stride 1 (64 x 96 x 96, 2.25 MiB)
+    and the input gradient at stride 2 (each of its four phases spans the whole 2.25 MiB
+    gradient) equal separate convolutions, 1e-5; so do levels written from channel 8 of a
+    larger output, whose pixels' 16-channel lines are off the 64-byte grid (stored as
+    usual)."""
+    from pyconv_mm.ops import direct
+    conv = PyConv2d(64, 64, [3, 5, 7, 9], [1, 4, 8, 16], stride=stride)
+    shape = (1, 64, 96, 96)
+    with algorithm_policy('direct'):
+        out = check_equivalence(conv, shape, channels_last=True)
+    assert type(out.grad_fn).__name__ == 'LevelsFunctionBackward'
+    x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+    wider = torch.zeros(1, 72, *out.shape[2:]).contiguous(memory_format=torch.channels_last)
+    direct.conv_levels(x, list(conv.levels), [8 + s for s in conv._level_starts()], wider)
+    with torch.no_grad():
+        expected = reference(x, conv, [lvl.weight for lvl in conv.levels])
+    torch.testing.assert_close(wider[:, 8:], expected, rtol=1e-5, atol=1e-5)
+    assert not wider[:, :8].any()
+
+
 def random_eval_norm(channels: int) -> nn.BatchNorm2d:
     """An eval-mode batch norm with running statistics and affine parameters far from 0 / 1."""
     norm = nn.BatchNorm2d(channels).eval()

@@ -22,11 +22,11 @@
 #include <cstdint>
 #include <vector>
 
+#include "streaming.h"
+
 namespace {
 
 constexpr int64_t kRowsPerPiece = 64;  // channels_last: rows (pixels) summed per piece
-// Outputs of at least this many floats (16 MiB) are stored non-temporally (see `store`)
-constexpr int64_t kStreamedFloats = int64_t{4} << 20;
 
 // A 4D float32 tensor viewed as channels_last rows (``rows`` x ``C``, C a multiple of 16) or
 // NCHW planes (``N * C`` planes of ``plane`` elements).
@@ -89,8 +89,8 @@ struct Params {
   bool stream = false;  // the pass's outputs bypass the caches (see `store`)
 };
 
-// Whether a pass writing outputs the size of `L` streams them (kStreamedFloats).
-bool streamed(const Layout& L) { return L.rows * L.C >= kStreamedFloats; }
+// Whether a pass writing outputs the size of `L` streams them (streaming.h).
+bool streamed(const Layout& L) { return L.rows * L.C >= pyconv_mm::kStreamedNormFloats; }
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,fma")
@@ -130,10 +130,7 @@ struct PlaneParams {  // NCHW: one channel per plane
 
 inline V load(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
 // Stores the lanes of m. With `stream`, whole vectors at 64-byte aligned addresses are stored
-// non-temporally: an output larger than about half the last-level cache is evicted before the
-// next op reads it from its start anyway, and a normal store first reads each line in (stage
-// 1's 25.7 MB norms at batch 8, forward and backward with a consumer's read of the outputs:
-// 8% to 10% faster).
+// non-temporally (streaming.h).
 inline void store(float* p, V v, __mmask16 m, bool stream) {
   if (stream && m == static_cast<__mmask16>(0xFFFF) && (reinterpret_cast<uintptr_t>(p) & 63) == 0)
     _mm512_stream_ps(p, v);

@@ -30,6 +30,8 @@
 #include <utility>
 #include <vector>
 
+#include "streaming.h"
+
 namespace {
 
 constexpr int64_t kBandRows = 8;  // output rows of a task; every tile height divides it
@@ -509,10 +511,13 @@ void copy_row_channels_last(const float* in_row, int64_t pixel_stride, int64_t C
 // Band of planar outputs (C channels of `rows` x `width` floats, C a multiple of 16) stored
 // to (or with `accumulate` added into) a channels_last output: pixel x's channels at
 // out + x * pixel_stride, rows `row_stride` apart.
-// With `scale` (null: none), values are stored as max(v * scale[c] + shift[c], 0).
+// With `scale` (null: none), values are stored as max(v * scale[c] + shift[c], 0). With
+// `stream`, pixels' whole 16-channel lines at 64-byte aligned addresses are stored
+// non-temporally (not where accumulating).
 void store_band_channels_last(const float* band, int64_t C, int64_t rows, int64_t width,
                               int64_t W, float* out, int64_t row_stride, int64_t pixel_stride,
-                              bool accumulate, const float* scale, const float* shift) {
+                              bool accumulate, const float* scale, const float* shift,
+                              bool stream) {
   const int64_t channel_floats = kBandRows * width;
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t x0 = 0; x0 < W; x0 += 16) {
@@ -530,9 +535,14 @@ void store_band_channels_last(const float* band, int64_t C, int64_t rows, int64_
             v[j] = affine_relu(v[j], a, b);
         }
         for (int j = 0; j < valid; ++j) {
-          __m512 value = v[j];
-          if (accumulate) value = _mm512_add_ps(value, _mm512_loadu_ps(dst + j * pixel_stride));
-          _mm512_storeu_ps(dst + j * pixel_stride, value);
+          float* pixel = dst + j * pixel_stride;
+          if (accumulate) {
+            _mm512_storeu_ps(pixel, _mm512_add_ps(v[j], _mm512_loadu_ps(pixel)));
+          } else if (stream && (reinterpret_cast<uintptr_t>(pixel) & 63) == 0) {
+            _mm512_stream_ps(pixel, v[j]);  // a whole cache line (streaming.h)
+          } else {
+            _mm512_storeu_ps(pixel, v[j]);
+          }
         }
       }
     }
@@ -847,6 +857,11 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
   const int64_t band_width = (Wo + 15) / 16 * 16;
   const bool transpose_out =
       out.stride(1) == 1 && covered == c_end - c_first && covered % 16 == 0;
+  // a large output (its elements' span: a strided input gradient's phase spans the whole
+  // gradient) is streamed past the caches (streaming.h)
+  int64_t out_span = 1;
+  for (int64_t d = 0; d < out.dim(); ++d) out_span += (out.size(d) - 1) * out.stride(d);
+  const bool stream = transpose_out && !accumulate && out_span >= pyconv_mm::kStreamedConvFloats;
   // what the zeros of a thread's input buffer depend on: columns outside the image are never
   // written, nor, in a whole-image buffer, rows outside it; a buffer of the same layout keeps
   // them
@@ -953,8 +968,10 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
                                  dst + n * out.stride(0) + oy0 * out.stride(2) + c_first,
                                  out.stride(2), out.stride(3), accumulate,
                                  out_activation ? out_scale.data_ptr<float>() + c_first : nullptr,
-                                 out_activation ? out_shift.data_ptr<float>() + c_first : nullptr);
+                                 out_activation ? out_shift.data_ptr<float>() + c_first : nullptr,
+                                 stream);
     }
+    if (stream) _mm_sfence();  // the streamed stores are visible before the call returns
   });
 }
 

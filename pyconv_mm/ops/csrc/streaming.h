@@ -1,0 +1,26 @@
+// When our kernels store their outputs non-temporally (batch_norm.cpp, direct_conv.cpp).
+//
+// A normal store first reads each cache line in; a non-temporal (streaming) store sends whole
+// 64-byte lines to memory without that read, and without keeping them in the caches for the
+// next op. Which wins depends on the size of the output and on how fast it is written, so each
+// kernel has its own threshold, measured on the Zen 4 (2 cores, 1 MB L2 each, 32 MB L3) with
+// the next op's read of the output included. A kernel that streams ends each thread's share
+// with a store fence (_mm_sfence): its outputs are visible when it returns.
+#pragma once
+
+#include <cstdint>
+
+namespace pyconv_mm {
+
+// Batch-norm passes (memory-bound: the next op would read a small output back from the L3)
+// stream outputs of at least 16 MiB: stage 1's 25.7 MB norms at batch 8, forward and backward,
+// 8% to 10% faster; streamed from 2 MiB on, 3 to 12 MiB outputs were 4% to 24% slower.
+constexpr int64_t kStreamedNormFloats = int64_t{4} << 20;
+
+// The convolution kernel (compute-bound: its output trickles out over the whole call) streams
+// outputs of at least 2 MiB: with the norm that reads them, a strided input gradient of 25.7
+// MB 13%, 12.8 MB 7%, a 6.4 MB forward or input gradient 2% to 6%, 3.2 MB ones 2% faster;
+// 1.6 MB: no difference.
+constexpr int64_t kStreamedConvFloats = int64_t{1} << 19;
+
+}  // namespace pyconv_mm
