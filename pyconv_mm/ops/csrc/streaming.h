@@ -13,9 +13,10 @@
 namespace pyconv_mm {
 
 // Batch-norm passes (memory-bound: the next op would read a small output back from the L3)
-// stream outputs of at least 16 MiB: stage 1's 25.7 MB norms at batch 8, forward and backward,
-// 8% to 10% faster; streamed from 2 MiB on, 3 to 12 MiB outputs were 4% to 24% slower.
-constexpr int64_t kStreamedNormFloats = int64_t{4} << 20;
+// stream outputs of at least 8 MiB. Forward and backward at batch 8 with a read of their
+// outputs: stage 1's 25.7 MB norms 8% to 10% faster, stage 2's 12.8 MB ones 2% to 8% (medians
+// of paired runs); 3.2 and 6.4 MB outputs streamed were 4% to 24% slower.
+constexpr int64_t kStreamedNormFloats = int64_t{2} << 20;
 
 // The convolution kernel (compute-bound: its output trickles out over the whole call) streams
 // outputs of at least 2 MiB: with the norm that reads them, a strided input gradient of 25.7
