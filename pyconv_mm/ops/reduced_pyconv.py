@@ -1,17 +1,20 @@
 """A bottleneck's 1x1 reduction, batch norm, ReLU and PyConv in training, keeping for backward
-only the block's input and the norm's batch statistics.
+the block's input, the reduction's output ``y`` and the norm's batch statistics, not the
+activated tensor the PyConv reads.
 
 PyConvResNet's first block works at the stem's 112x112: the reduction's output (which a batch
 norm keeps for backward) and the activated tensor the PyConv reads (which the PyConv keeps)
-are 25.7 MB each at batch 8. Activation checkpointing (``cp_pyconv_input``) drops both and
-runs the reduction, the norm, the ReLU and the PyConv a second time in backward; the PyConv's
-output is not needed there, only its input. :func:`reduce_norm_pyconv` keeps the same tensors
-as the checkpoint (the block's input, which the shortcut keeps anyway) and in backward
-recomputes the 1x1 convolution and the activated tensor ``relu(y * scale + shift)`` from the
-saved batch statistics (the affine form ATen's CPU batch norm computes), then runs the
-PyConv's gradients on it: the PyConv's forward and the norm's statistics are computed once.
-Where every level of the PyConv runs in our kernel, its forward applies the norm and the ReLU
-as it reads the reduction's output (as in inference): the activated tensor is not written.
+are 25.7 MB each at batch 8. Activation checkpointing would drop both and run the reduction,
+the norm, the ReLU and the PyConv a second time in backward; the PyConv's output is not needed
+there, only its input. :func:`reduce_norm_pyconv` keeps ``y`` and in backward recomputes the
+activated tensor ``relu(y * scale + shift)`` from it and the saved batch statistics (the
+affine form ATen's CPU batch norm computes), then runs the PyConv's gradients on it: the
+PyConv's forward and the norm's statistics are computed once. Where every level of the PyConv
+runs in our kernel, its forward applies the norm and the ReLU as it reads ``y`` (as in
+inference): the activated tensor is not written in the forward at all. (Until stop 26 ``y``
+was dropped too and the 1x1 convolution run again in backward: 4.4 ms of a CPU step at batch
+8 for 25.7 MB; the block's expansion now drops its own input instead, see
+:mod:`~pyconv_mm.ops.norm_relu_conv`.)
 
 Example:
     >>> if usable(x, block.conv1, block.bn1, block.relu, block.conv2):
@@ -52,8 +55,8 @@ def usable(x: torch.Tensor, conv: nn.Module, norm: nn.Module, relu: nn.Module,
 def reduce_norm_pyconv(x: torch.Tensor, conv: nn.Conv2d, norm: nn.BatchNorm2d,
                        pyconv: PyConv2d) -> torch.Tensor:
     """``pyconv(relu(norm(conv(x))))`` in training (see :func:`usable`), keeping for backward
-    ``x``, the weights and the norm's batch mean and inverse standard deviation. The norm
-    updates its running statistics once, as when called.
+    ``x``, ``conv(x)``, the weights and the norm's batch mean and inverse standard deviation.
+    The norm updates its running statistics once, as when called.
 
     Shapes: (N, C_in, H, W) -> (N, pyconv.out_channels, H / stride, W / stride).
     """
@@ -149,18 +152,17 @@ class _ReducedPyConv(torch.autograd.Function):
                     batch_norm_act.update_factor(norm), norm.eps)
                 activated.relu_()
             out = pyconv._run_forms(activated, forms)  # no autograd in a forward
-        del y
-        ctx.save_for_backward(x, conv_weight, norm_weight, norm_bias, mean, invstd,
+        ctx.save_for_backward(x, y, conv_weight, norm_weight, norm_bias, mean, invstd,
                               *level_weights)
         ctx.modules, ctx.forms = modules, forms
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        x, conv_weight, norm_weight, norm_bias, mean, invstd, *level_weights = ctx.saved_tensors
+        (x, y, conv_weight, norm_weight, norm_bias, mean, invstd,
+         *level_weights) = ctx.saved_tensors
         conv, norm, pyconv = ctx.modules
         needs = ctx.needs_input_grad  # modules, x, conv_weight, norm_weight, norm_bias, levels
-        y = F.conv2d(x, conv_weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
         ours = batch_norm_act.takes(y, norm)  # norm and ReLU in our kernels (one pass each)
         activated = (batch_norm_act.activated(y, mean, invstd, norm_weight, norm_bias) if ours
                      else _activated(y, _batch_affine(mean, invstd, norm_weight, norm_bias)))

@@ -1,5 +1,6 @@
-"""The reduction, norm, ReLU and PyConv of a block trained keeping only the block's input
-(:mod:`pyconv_mm.ops.reduced_pyconv`): the same outputs, gradients and running statistics as
+"""The reduction, norm, ReLU and PyConv of a block trained without keeping the PyConv's input
+(:mod:`pyconv_mm.ops.reduced_pyconv`; the expansion after it without its input,
+:mod:`pyconv_mm.ops.norm_relu_conv`): the same outputs, gradients and running statistics as
 the modules as written, in every form a PyConv level runs in, and the checkpoint where it does
 not apply."""
 import copy
@@ -89,17 +90,31 @@ def test_cumulative_running_statistics_and_frozen_reduction():
     assert int(block.norm(1).num_batches_tracked) == 3
 
 
-def test_keeps_only_the_input_at_its_resolution():
-    """Forward keeps the block's input and no tensor of the reduction's size (the checkpoint
-    kept the same; the modules as written keep two)."""
-    block = _block(2)
+def test_keeps_the_reduction_output_not_the_activated_tensors():
+    """Forward keeps, at the block input's size, the input and the reduction's output (the
+    first norm's input), not the activated tensor the PyConv reads; at the PyConv's output
+    size, its output (the second norm's input), not the activated tensor the expansion reads
+    (:mod:`pyconv_mm.ops.norm_relu_conv`). The modules as written keep both of each pair."""
     x = torch.randn(2, 32, 20, 20, requires_grad=True)
-    kept = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
-        out = block(x)
-    at_input_size = {t.untyped_storage().data_ptr() for t in kept if t.shape[-2:] == (20, 20)}
-    assert at_input_size == {x.untyped_storage().data_ptr()}
-    assert '_ReducedPyConvBackward' in backward_nodes(out)
+
+    def kept_storages(block):
+        kept = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t,
+                                                      lambda t: t):
+            out = block(x)
+        storages = {}
+        for t in kept:
+            storages.setdefault(tuple(t.shape), set()).add(t.untyped_storage().data_ptr())
+        return out, storages
+
+    block = _block(2)
+    out, kept = kept_storages(block)
+    assert kept[(2, 32, 20, 20)] == {x.untyped_storage().data_ptr()}
+    assert len(kept[(2, 16, 20, 20)]) == 1 and len(kept[(2, 16, 10, 10)]) == 1
+    assert {'_ReducedPyConvBackward', '_NormReluConvBackward'} <= set(backward_nodes(out))
+    block.cp_pyconv_input = False
+    _, written = kept_storages(block)
+    assert len(written[(2, 16, 20, 20)]) == 2 and len(written[(2, 16, 10, 10)]) == 2
 
 
 def test_hooks_and_other_norms_keep_the_checkpoint():

@@ -14,7 +14,8 @@ from mmcv.cnn import build_conv_layer, build_norm_layer
 from mmengine.model import BaseModule
 from torch import nn
 
-from pyconv_mm.ops import PyConv2d, PyConv3d, batch_norm_act, fused_inference, reduced_pyconv
+from pyconv_mm.ops import (PyConv2d, PyConv3d, batch_norm_act, fused_inference, norm_relu_conv,
+                           reduced_pyconv)
 from pyconv_mm.ops.pool import IndexFreeMaxPool2d, IndexFreeMaxPool3d
 from .recompute import checkpoint_once
 
@@ -132,13 +133,15 @@ class PyConvBottleneck(PyConvBlockBase):
         downsample: the shortcut module, or None for identity.
         ndim: 2 or 3.
         with_cp: use gradient checkpointing (saves memory, costs a second forward).
-        cp_pyconv_input: in training, keep neither the 1x1 reduce's output nor the PyConv's
-            input for backward, but recompute them from the block's input (kept anyway):
-            where :func:`pyconv_mm.ops.reduced_pyconv.usable` (2D, CPU, float32, batch
-            norm) only them, from the norm's saved batch statistics; elsewhere the PyConv too
-            (activation checkpointing). Meant for a block whose input is larger than the rest
-            of its stage (the first block of PyConvResNet's stage 1 runs at the stem's
-            112x112).
+        cp_pyconv_input: in training, do not keep the PyConv's input for backward. Where
+            :func:`pyconv_mm.ops.reduced_pyconv.usable` (2D, CPU, float32, batch norm), keep
+            the 1x1 reduce's output and recompute the PyConv's input from it and the norm's
+            batch statistics; elsewhere recompute the reduce, the norm and the PyConv from the
+            block's input (kept anyway; activation checkpointing). Where
+            :func:`pyconv_mm.ops.norm_relu_conv.usable`, the expansion's input is not kept
+            either, but recomputed from the PyConv's output. Meant for a block whose input is
+            larger than the rest of its stage (the first block of PyConvResNet's stage 1 runs
+            at the stem's 112x112).
         conv_cfg / norm_cfg: configs of the 1x1 convolutions and the norms.
     """
     expansion = 4
@@ -188,6 +191,8 @@ class PyConvBottleneck(PyConvBlockBase):
             else:
                 out = checkpoint_once(self.reduce_and_pyconv, x,
                                       (self.conv1, self.norm(1), self.conv2))
+            if norm_relu_conv.usable(out, self.norm(2), self.relu, self.conv3):
+                return norm_relu_conv.norm_relu_conv(out, self.norm(2), self.conv3)
             out = batch_norm_act.norm_act(out, self.norm(2), self.relu)
         else:  # in inference, the PyConv's kernel may apply norm1, norm2 and their ReLUs
             out = self.conv2.forward_activated(self.conv1(x), self.norm(1), self.relu,

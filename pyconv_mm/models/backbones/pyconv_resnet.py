@@ -132,13 +132,14 @@ class PyConvResNet(BackboneConventions, BaseModule):
         with_cp: gradient checkpointing in every block.
         entrance_cp: when stage 1 strides (no max pool after the stem), its first bottleneck
             runs its 1x1 reduce, norm and strided PyConv at the stem's resolution, 4x the
-            pixels of any later block. In training, recompute that part in backward instead of
-            keeping its two activations: 49 MiB less at the peak of a PyConvResNet-50 step
-            (batch 8, 224x224; 98 MiB for PyConvHGResNet-50). On the CPU (2D, float32) only
-            the 1x1 reduce and the activation are recomputed, not the PyConv
-            (:mod:`pyconv_mm.ops.reduced_pyconv`); elsewhere the whole part is checkpointed,
-            for about 1% of the step's time. Outputs, gradients and running statistics are as
-            without it (within rounding).
+            pixels of any later block. In training, do not keep the activated tensors its
+            PyConv and its expansion read, but recompute them in backward from the norms'
+            inputs (:mod:`pyconv_mm.ops.reduced_pyconv`, :mod:`pyconv_mm.ops.norm_relu_conv`;
+            CPU, 2D, float32): 31 MiB less at the peak of a PyConvResNet-50 step (batch 8,
+            224x224; 61 MiB for PyConvHGResNet-50) for two passes over memory. Elsewhere the
+            reduce, the norm and the PyConv are checkpointed (49 and 98 MiB less, for about 1%
+            of the step's time). Outputs, gradients and running statistics are as without it
+            (within rounding).
         zero_init_residual: zero the last norm of every block at initialisation.
         init_cfg: mmengine initialisation, e.g. ``dict(type='Pretrained', checkpoint=...)``.
 
