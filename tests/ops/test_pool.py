@@ -127,6 +127,22 @@ def test_kernel_pool_equals_the_stock_pool_bit_for_bit(window, values, channels,
 
 
 @needs_direct_kernel
+def test_kernel_pool_gradients_of_8_mib_and_more_equal_the_stock_ones():
+    """Input gradients of 8 MiB and more leave the kernel in non-temporal stores
+    (csrc/streaming.h): still the stock pool's gradient to the bit."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 64, 130, 130).contiguous(memory_format=torch.channels_last)
+    assert x.numel() * 4 >= 8 << 20
+    x_ours, x_stock = x.clone().requires_grad_(), x.clone().requires_grad_()
+    window = dict(kernel_size=3, stride=2, padding=1)
+    y_ours, y_stock = IndexFreeMaxPool2d(**window)(x_ours), nn.MaxPool2d(**window)(x_stock)
+    grad = torch.randn_like(y_stock)
+    y_ours.backward(grad)
+    y_stock.backward(grad)
+    assert torch.equal(x_ours.grad, x_stock.grad)
+
+
+@needs_direct_kernel
 def test_kernel_pool_leaves_other_inputs_to_the_stock_pool_and_checks_its_own():
     from pyconv_mm.ops import direct
     assert not direct.pool_usable(torch.randn(2, 32, 8, 8))  # NCHW

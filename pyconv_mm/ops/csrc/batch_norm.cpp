@@ -90,7 +90,7 @@ struct Params {
 };
 
 // Whether a pass writing outputs the size of `L` streams them (streaming.h).
-bool streamed(const Layout& L) { return L.rows * L.C >= pyconv_mm::kStreamedNormFloats; }
+bool streamed(const Layout& L) { return L.rows * L.C >= pyconv_mm::kStreamedPassFloats; }
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,fma")

@@ -16,6 +16,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "streaming.h"
+
 namespace {
 
 struct PoolWindow {
@@ -71,10 +73,11 @@ void pool_row(const float* x, float* out, uint8_t* where, int64_t oy, int64_t H,
 }
 
 // One input row `iy` of one image: each element's gradient, the sum of the output gradients
-// of the windows whose maximum it is, in output order (as ATen sums them).
+// of the windows whose maximum it is, in output order (as ATen sums them). With `stream`,
+// 64-byte aligned 16-channel blocks are stored non-temporally (streaming.h).
 void grad_row(const uint8_t* where, const float* grad, float* grad_x, int64_t iy, int64_t W,
               int64_t Ho, int64_t Wo, int64_t C, const PoolWindow& p,
-              std::vector<std::pair<int64_t, int>>& windows) {
+              std::vector<std::pair<int64_t, int>>& windows, bool stream) {
   float* row = grad_x + iy * W * C;
   // window rows oy with oy * sh - ph <= iy < oy * sh - ph + kh (numerators below 0 give 0)
   const int64_t oy_lo = std::max<int64_t>((iy + p.ph - p.kh + p.sh) / p.sh, 0);
@@ -95,7 +98,11 @@ void grad_row(const uint8_t* where, const float* grad, float* grad_x, int64_t iy
         const __mmask16 here = _mm512_cmpeq_epi32_mask(codes, _mm512_set1_epi32(position));
         sum = _mm512_mask_add_ps(sum, here, sum, _mm512_loadu_ps(grad + offset + c0));
       }
-      _mm512_storeu_ps(row + ix * C + c0, sum);
+      float* to = row + ix * C + c0;
+      if (stream && (reinterpret_cast<uintptr_t>(to) & 63) == 0)
+        _mm512_stream_ps(to, sum);
+      else
+        _mm512_storeu_ps(to, sum);
     }
   }
 }
@@ -195,14 +202,16 @@ torch::Tensor max_pool2d_grad(const torch::Tensor& positions, const torch::Tenso
   const uint8_t* at = positions.data_ptr<uint8_t>();
   const float* g = grad.data_ptr<float>();
   float* dst = grad_x.data_ptr<float>();
+  const bool stream = grad_x.numel() >= pyconv_mm::kStreamedPassFloats;
   at::parallel_for(0, N * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<std::pair<int64_t, int>> windows;
     windows.reserve(p.kh * p.kw);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / H, iy = task % H;
       grad_row(at + n * Ho * Wo * C, g + n * Ho * Wo * C, dst + n * H * W * C, iy, W, Ho, Wo,
-               C, p, windows);
+               C, p, windows, stream);
     }
+    if (stream) _mm_sfence();  // the streamed stores are visible before the call returns
   });
   return grad_x;
 }

@@ -1,4 +1,5 @@
-// When our kernels store their outputs non-temporally (batch_norm.cpp, direct_conv.cpp).
+// When our kernels store their outputs non-temporally (batch_norm.cpp, direct_conv.cpp,
+// max_pool.cpp).
 //
 // A normal store first reads each cache line in; a non-temporal (streaming) store sends whole
 // 64-byte lines to memory without that read, and without keeping them in the caches for the
@@ -12,11 +13,12 @@
 
 namespace pyconv_mm {
 
-// Batch-norm passes (memory-bound: the next op would read a small output back from the L3)
-// stream outputs of at least 8 MiB. Forward and backward at batch 8 with a read of their
-// outputs: stage 1's 25.7 MB norms 8% to 10% faster, stage 2's 12.8 MB ones 2% to 8% (medians
-// of paired runs); 3.2 and 6.4 MB outputs streamed were 4% to 24% slower.
-constexpr int64_t kStreamedNormFloats = int64_t{2} << 20;
+// Memory-bound passes, the batch norms and the max pool's input gradient (the next op would
+// read a small output back from the L3), stream outputs of at least 8 MiB. With a read of
+// their outputs, at batch 8: stage 1's 25.7 MB norms forward and backward 8% to 10% faster,
+// stage 2's 12.8 MB ones 2% to 8% (medians of paired runs), the pool gradients of 25.7 and
+// 12.8 MB 6% and 1% to 6%; 3.2 and 6.4 MB outputs streamed were 4% to 25% slower.
+constexpr int64_t kStreamedPassFloats = int64_t{2} << 20;
 
 // The convolution kernel (compute-bound: its output trickles out over the whole call) streams
 // outputs of at least 2 MiB: with the norm that reads them, a strided input gradient of 25.7
