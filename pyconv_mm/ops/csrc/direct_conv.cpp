@@ -979,9 +979,10 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
 // rows >= H + 2 * pad_rows: zero padded by `pad_rows` rows above and `pad` columns left and
 // right (and zero rows below), columns split into S phase planes as in the forward's band
 // buffers: padded column p of channel c at plane c * S + p % S, column p / S; width * S >= W +
-// 2 * pad.
+// 2 * pad. With `zeros_kept`, `out` holds an earlier copy of the same shapes: the zeros are
+// there already, only the image's elements are written.
 void planar(const torch::Tensor& t, int64_t c0, int64_t C, int64_t pad_rows, int64_t pad,
-            int64_t S, torch::Tensor& out) {
+            int64_t S, torch::Tensor& out, bool zeros_kept) {
   const int64_t N = t.size(0), H = t.size(2), W = t.size(3);
   const int64_t rows = out.size(2), width = out.size(3), plane = rows * width;
   if (t.stride(1) == 1 && C % 16 == 0) {  // channels_last: rows by 16 x 16 transposes
@@ -992,10 +993,11 @@ void planar(const torch::Tensor& t, int64_t c0, int64_t C, int64_t pad_rows, int
         const int64_t n = task / rows, r = task % rows, y = r - pad_rows;
         float* row = dst + n * C * S * plane + r * width;
         const bool inside = y >= 0 && y < H;
-        for (int64_t c = 0; c < C; ++c)
-          for (int64_t phase = 0; phase < S; ++phase)
-            zero_outside_image_row(row + (c * S + phase) * plane, width, inside, phase, S, pad,
-                                   W);
+        if (!zeros_kept)
+          for (int64_t c = 0; c < C; ++c)
+            for (int64_t phase = 0; phase < S; ++phase)
+              zero_outside_image_row(row + (c * S + phase) * plane, width, inside, phase, S,
+                                     pad, W);
         if (!inside) continue;
         const float* in_row = src + n * t.stride(0) + y * t.stride(2);
         if (S == 1)
@@ -1008,7 +1010,7 @@ void planar(const torch::Tensor& t, int64_t c0, int64_t C, int64_t pad_rows, int
     });
     return;
   }
-  out.zero_();
+  if (!zeros_kept) out.zero_();
   const auto phases = out.view({N, C, S, rows, width});
   for (int64_t phase = 0; phase < S; ++phase) {
     const int64_t first = ((phase - pad) % S + S) % S;  // first image column of this phase
@@ -1092,9 +1094,9 @@ std::vector<torch::Tensor> weight_grads(const torch::Tensor& x, const torch::Ten
       if (k < level.size()) jobs.push_back(level[k]);
   for (int64_t n = 0; n < N; ++n) {
     const auto image = x.narrow(0, n, 1);
-    planar(image, 0, C, pad, pad, stride, xp);
+    planar(image, 0, C, pad, pad, stride, xp, n > 0);  // the zeros of image 0 stay
     for (size_t i = 0; i < shapes.size(); ++i)  // a zero row above and below
-      planar(grad.narrow(0, n, 1), c_offsets[i], shapes[i][0], 1, 0, 1, grads[i]);
+      planar(grad.narrow(0, n, 1), c_offsets[i], shapes[i][0], 1, 0, 1, grads[i], n > 0);
     at::parallel_for(0, static_cast<int64_t>(jobs.size()), 1, [&](int64_t begin, int64_t end) {
       for (int64_t j = begin; j < end; ++j) {
         const Job& job = jobs[j];
