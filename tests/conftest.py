@@ -35,6 +35,21 @@ def assert_same_buffers(reference: 'torch.nn.Module', model: 'torch.nn.Module',
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=name)
 
 
+def kept_storages(run: Callable[[], object]) -> dict:
+    """What ``run()`` keeps for backward: shape -> set of storages (data pointers) of the
+    tensors of that shape that autograd saved."""
+    import torch
+    kept = {}
+
+    def pack(tensor):
+        kept.setdefault(tuple(tensor.shape), set()).add(tensor.untyped_storage().data_ptr())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        run()
+    return kept
+
+
 def backward_nodes(out: 'torch.Tensor') -> set:
     """Names of the autograd nodes ``out`` was computed through."""
     seen, stack = {}, [out.grad_fn]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import assert_same_buffers, backward_nodes
+from conftest import assert_same_buffers, backward_nodes, kept_storages
 from pyconv_mm.ops import batch_norm_act, norm_relu_conv
 
 pytestmark = pytest.mark.skipif(not batch_norm_act.AVAILABLE,
@@ -65,18 +65,10 @@ def test_keeps_the_norm_input_not_the_activated_tensor():
     """Forward keeps one tensor of the input's shape (the input itself); the modules keep two
     (the norm's input and the ReLU's output, which the convolution reads)."""
     y = torch.randn(2, 32, 14, 14, requires_grad=True)
-    modules = _modules(nn.Conv2d(32, 64, 1, bias=False))
-
-    def kept_storages(run):
-        kept = []
-        with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t,
-                                                      lambda t: t):
-            run()
-        return {t.untyped_storage().data_ptr() for t in kept if t.shape == y.shape}
-
-    assert kept_storages(lambda: norm_relu_conv.norm_relu_conv(y, modules[0], modules[2])) == {
-        y.untyped_storage().data_ptr()}
-    assert len(kept_storages(lambda: modules[2](modules[1](modules[0](y))))) == 2
+    norm, relu, conv = _modules(nn.Conv2d(32, 64, 1, bias=False))
+    fused = kept_storages(lambda: norm_relu_conv.norm_relu_conv(y, norm, conv))
+    assert fused[tuple(y.shape)] == {y.untyped_storage().data_ptr()}
+    assert len(kept_storages(lambda: conv(relu(norm(y))))[tuple(y.shape)]) == 2
 
 
 def test_not_usable_where_the_modules_must_run():

@@ -11,7 +11,7 @@ from torch import nn
 
 from pyconv_mm.models.backbones.pyconv_blocks import PyConvBottleneck
 from pyconv_mm.ops import reduced_pyconv
-from conftest import assert_same_buffers, backward_nodes
+from conftest import assert_same_buffers, backward_nodes, kept_storages
 from test_pyconv import algorithm_policy
 
 PYRAMID = dict(kernel_sizes=[3, 5, 7, 9], groups=[1, 2, 4, 4])
@@ -96,24 +96,13 @@ def test_keeps_the_reduction_output_not_the_activated_tensors():
     size, its output (the second norm's input), not the activated tensor the expansion reads
     (:mod:`pyconv_mm.ops.norm_relu_conv`). The modules as written keep both of each pair."""
     x = torch.randn(2, 32, 20, 20, requires_grad=True)
-
-    def kept_storages(block):
-        kept = []
-        with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t,
-                                                      lambda t: t):
-            out = block(x)
-        storages = {}
-        for t in kept:
-            storages.setdefault(tuple(t.shape), set()).add(t.untyped_storage().data_ptr())
-        return out, storages
-
-    block = _block(2)
-    out, kept = kept_storages(block)
+    block, outs = _block(2), []
+    kept = kept_storages(lambda: outs.append(block(x)))
     assert kept[(2, 32, 20, 20)] == {x.untyped_storage().data_ptr()}
     assert len(kept[(2, 16, 20, 20)]) == 1 and len(kept[(2, 16, 10, 10)]) == 1
-    assert {'_ReducedPyConvBackward', '_NormReluConvBackward'} <= set(backward_nodes(out))
+    assert {'_ReducedPyConvBackward', '_NormReluConvBackward'} <= set(backward_nodes(outs[0]))
     block.cp_pyconv_input = False
-    _, written = kept_storages(block)
+    written = kept_storages(lambda: block(x))
     assert len(written[(2, 16, 20, 20)]) == 2 and len(written[(2, 16, 10, 10)]) == 2
 
 

@@ -132,8 +132,8 @@ inline V load(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p);
 // Stores the lanes of m. With `stream`, whole vectors at 64-byte aligned addresses are stored
 // non-temporally (streaming.h).
 inline void store(float* p, V v, __mmask16 m, bool stream) {
-  if (stream && m == static_cast<__mmask16>(0xFFFF) && (reinterpret_cast<uintptr_t>(p) & 63) == 0)
-    _mm512_stream_ps(p, v);
+  if (m == static_cast<__mmask16>(0xFFFF))
+    pyconv_mm::store_line(p, v, stream);
   else
     _mm512_mask_storeu_ps(p, m, v);
 }
@@ -398,8 +398,7 @@ std::vector<torch::Tensor> batch_norm_act_forward(
   std::vector<float> scale(C), shift(C);
   affine(w, b, m, stats[1].data_ptr<float>(), C, scale.data(), shift.data());
   auto out = empty_like_layout(y, L);
-  Params params{m, scale.data(), shift.data(), nullptr, nullptr, nullptr};
-  params.stream = streamed(L);
+  const Params params{m, scale.data(), shift.data(), nullptr, nullptr, nullptr, streamed(L)};
   apply(y.data_ptr<float>(), res, out.data_ptr<float>(), L, params, relu);
   return {out, stats[0], stats[1]};
 }
@@ -417,8 +416,7 @@ torch::Tensor batch_norm_act_apply(const torch::Tensor& y, const torch::Tensor& 
   affine(per_channel(weight, C, "weight"), per_channel(bias, C, "bias"), m,
          per_channel(invstd, C, "invstd"), C, scale.data(), shift.data());
   auto out = empty_like_layout(y, L);
-  Params params{m, scale.data(), shift.data(), nullptr, nullptr, nullptr};
-  params.stream = streamed(L);
+  const Params params{m, scale.data(), shift.data(), nullptr, nullptr, nullptr, streamed(L)};
   apply(y.data_ptr<float>(), nullptr, out.data_ptr<float>(), L, params, relu);
   return out;
 }
@@ -454,8 +452,7 @@ std::vector<torch::Tensor> batch_norm_act_backward(
   const float *Gp = G.data_ptr<float>(), *yp = y.data_ptr<float>();
   float *gy = grad_y.data_ptr<float>(), *gw = grad_weight.data_ptr<float>(),
         *gb = grad_bias.data_ptr<float>();
-  Params params{m, scale.data(), shift.data(), nullptr, nullptr, nullptr};
-  params.stream = streamed(L);
+  Params params{m, scale.data(), shift.data(), nullptr, nullptr, nullptr, streamed(L)};
 #define BN_BACKWARD(MASK, RES) backward_all<MASK, RES>(Gp, yp, o, gy, gr, L, params, w, is, gw, gb)
   const int mask = !relu ? 0 : (o ? 2 : 1);
   if (mask == 0) residual_grad ? BN_BACKWARD(0, true) : BN_BACKWARD(0, false);

@@ -536,13 +536,10 @@ void store_band_channels_last(const float* band, int64_t C, int64_t rows, int64_
         }
         for (int j = 0; j < valid; ++j) {
           float* pixel = dst + j * pixel_stride;
-          if (accumulate) {
+          if (accumulate)
             _mm512_storeu_ps(pixel, _mm512_add_ps(v[j], _mm512_loadu_ps(pixel)));
-          } else if (stream && (reinterpret_cast<uintptr_t>(pixel) & 63) == 0) {
-            _mm512_stream_ps(pixel, v[j]);  // a whole cache line (streaming.h)
-          } else {
-            _mm512_storeu_ps(pixel, v[j]);
-          }
+          else
+            pyconv_mm::store_line(pixel, v[j], stream);
         }
       }
     }

@@ -98,11 +98,7 @@ void grad_row(const uint8_t* where, const float* grad, float* grad_x, int64_t iy
         const __mmask16 here = _mm512_cmpeq_epi32_mask(codes, _mm512_set1_epi32(position));
         sum = _mm512_mask_add_ps(sum, here, sum, _mm512_loadu_ps(grad + offset + c0));
       }
-      float* to = row + ix * C + c0;
-      if (stream && (reinterpret_cast<uintptr_t>(to) & 63) == 0)
-        _mm512_stream_ps(to, sum);
-      else
-        _mm512_storeu_ps(to, sum);
+      pyconv_mm::store_line(row + ix * C + c0, sum, stream);
     }
   }
 }
