@@ -422,7 +422,10 @@ def test_direct_kernel_on_images_too_large_to_buffer_whole(stride, channels_last
     """A thread's input buffer holds whole images up to 8 MiB (a band then copies only the
     rows the band above did not); past that, as for this 200 x 200 input with 64 channels,
     one band's rows, copied whole for each band: forward and gradients equal separate
-    convolutions both ways (the small inputs of the other tests take whole images)."""
+    convolutions both ways (the small inputs of the other tests take whole images). Its
+    weight gradient also runs in several blocks of output rows (their gradient and input
+    rows within 256 KiB: 62 rows of 200 at stride 1, 71 and 94 of 100 at stride 2), carrying
+    the accumulators from block to block; the other tests' images fit one block."""
     conv = PyConv2d(64, 64, [3, 5, 7, 9], [1, 4, 8, 16], stride=stride)
     with algorithm_policy('direct'):
         out = check_equivalence(conv, (1, 64, 200, 200), channels_last=channels_last)
