@@ -333,14 +333,6 @@ inline void weight_grad_pass(const float* grad, int64_t grad_plane, int64_t grad
       for (int kx = 0; kx < K; ++kx) V::store_aligned(partial[ky0 + m * S][co][kx], acc[m][co][kx]);
 }
 
-// Weight gradient of one image for (output channels [oc0, oc0 + CO), input channel ci), added
-// to `dw`: dW[oc][ci][ky][kx] += sum over output pixels of grad[oc][y][x] * x_pad[S*y + ky*d]
-// [S*x + kx*d], vectorised over 16 output columns (the last block, where it holds at most 8 of
-// the `out_width` columns, over 8). `grad` planes are (Ho, Wg) with zeros past Wo and a zero
-// row above and below (row -1 and Ho, of a plane `grad_plane` floats apart); `input` is zero
-// padded and its columns split into S phase planes of `in_plane` floats (rows of `in_width`),
-// as the forward's band buffers. Output rows go in blocks (weight_grad_row_block) whose
-// gradient and input rows stay in L2 for all the passes over the kernel rows.
 // Output rows of a block of the weight gradient's passes: each pass over a block loads and
 // stores its accumulators once, so longer blocks cost less (stage 1's stride-1 levels,
 // 56 x 56: blocks of 8 rows 10% slower than one of all 56, 16 rows 4%); the block's gradient
@@ -352,6 +344,14 @@ int64_t weight_grad_row_block(int64_t grad_width, int64_t in_width) {
   return std::max<int64_t>(8, kBlockFloats / (CO * grad_width + S * S * in_width));
 }
 
+// Weight gradient of one image for (output channels [oc0, oc0 + CO), input channel ci), added
+// to `dw`: dW[oc][ci][ky][kx] += sum over output pixels of grad[oc][y][x] * x_pad[S*y + ky*d]
+// [S*x + kx*d], vectorised over 16 output columns (the last block, where it holds at most 8 of
+// the `out_width` columns, over 8). `grad` planes are (Ho, Wg) with zeros past Wo and a zero
+// row above and below (row -1 and Ho, of a plane `grad_plane` floats apart); `input` is zero
+// padded and its columns split into S phase planes of `in_plane` floats (rows of `in_width`),
+// as the forward's band buffers. Output rows go in blocks (weight_grad_row_block) whose
+// gradient and input rows stay in L2 for all the passes over the kernel rows.
 template <int CO, int K, int S>
 void weight_grad_task(const float* __restrict grad, int64_t grad_plane, int64_t grad_width,
                       int64_t out_width, const float* __restrict input, int64_t in_width,
