@@ -418,14 +418,13 @@ def test_direct_kernel_reuses_its_buffers_and_trains_strided_levels_on_even_size
 @needs_direct_kernel
 @pytest.mark.parametrize('stride', [1, 2])
 @pytest.mark.parametrize('channels_last', [False, True])
-def test_direct_kernel_on_images_too_large_to_buffer_whole(stride, channels_last):
-    """A thread's input buffer holds whole images up to 8 MiB (a band then copies only the
-    rows the band above did not); past that, as for this 200 x 200 input with 64 channels,
-    one band's rows, copied whole for each band: forward and gradients equal separate
-    convolutions both ways (the small inputs of the other tests take whole images). Its
-    weight gradient also runs in several blocks of output rows (their gradient and input
-    rows within 256 KiB: 62 rows of 200 at stride 1, 71 and 94 of 100 at stride 2), carrying
-    the accumulators from block to block; the other tests' images fit one block."""
+def test_direct_kernel_on_large_images(stride, channels_last):
+    """A 200 x 200 input with 64 channels: each thread runs a long range of bands (25 at
+    stride 1), every one moving up the halo rows of the band above in its buffer and copying
+    the rest; forward and gradients equal separate convolutions both ways. Its weight
+    gradient also runs in several blocks of output rows (their gradient and input rows within
+    256 KiB: 62 rows of 200 at stride 1, 71 and 94 of 100 at stride 2), carrying the
+    accumulators from block to block; the other tests' images fit one block."""
     conv = PyConv2d(64, 64, [3, 5, 7, 9], [1, 4, 8, 16], stride=stride)
     with algorithm_policy('direct'):
         out = check_equivalence(conv, (1, 64, 200, 200), channels_last=channels_last)

@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -35,8 +36,6 @@
 namespace {
 
 constexpr int64_t kBandRows = 8;  // output rows of a task; every tile height divides it
-// Floats of a thread's input buffer up to which it holds whole images (see conv_levels)
-constexpr int64_t kWholeImageFloats = int64_t{2} << 20;  // 8 MiB
 
 // What one tile reads and writes.
 struct Tile {
@@ -823,13 +822,13 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
     levels.push_back(lvl);
   }
   // A task is a band of output rows of one image, for all levels: it copies the band's input
-  // rows (all channels, padded for the widest level) into a buffer of its thread (C, S,
-  // height, width), then runs every level's tiles from it. Where it takes at most
-  // kWholeImageFloats, the buffer has a row for every padded image row: a thread runs
-  // consecutive bands (at::parallel_for gives it one range of tasks), the rows an earlier band
-  // of the same image copied stay, and each band copies only the rows below them, not the
-  // halo it shares with the band above (a 9x9 level at stride 1: 8 rows of 16). Larger images
-  // (a detector's, say) take a buffer of one band's rows, copied whole for each band.
+  // rows (all channels, padded for the widest level) into a buffer of its thread (C, S, rows,
+  // width), then runs every level's tiles from it. A thread runs consecutive bands
+  // (at::parallel_for gives it one range of tasks): where its previous task was the band
+  // above, the rows the two bands share (a 9x9 level's halo: 8 of 16 rows at stride 1, 7 of
+  // 23 at stride 2) move up within the buffer, and only the rows below them are copied from
+  // the image. The buffer stays one band high, in L2 (a buffer holding whole images, stage 1's
+  // strided PyConv's 4.4 MB, ran its forward 6-12% slower, written back to L3 as it filled).
   // the band buffer's zero rows and columns on each side: the most any level needs
   int64_t pad = 0;
   for (const Level& lvl : levels)
@@ -841,13 +840,8 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
   const int64_t width =
       std::max((W + 2 * pad + stride - 1) / stride, (Wo + 15) / 16 * 16 + (span - 1) / stride + 1);
   const int64_t bands = (Ho + kBandRows - 1) / kBandRows;
-  // padded image row r (image row r - pad) is at buffer row r - base, base 0 for whole images
-  // and the band's first input row otherwise; the last band reads up to padded row
-  // whole_height - 1
-  const int64_t whole_height = (bands - 1) * kBandRows * stride + rows;
-  const bool whole = C * stride * whole_height * width <= kWholeImageFloats;
-  const int64_t height = whole ? whole_height : rows;
-  const int64_t plane = height * width;
+  const int64_t step = kBandRows * stride;  // input rows from one band's first row to the next's
+  const int64_t plane = rows * width;
   const float* src = x.data_ptr<float>() + in_first * x.stride(1);
   float* dst = out.data_ptr<float>();
   const int64_t sn = x.stride(0), sc = x.stride(1), sh = x.stride(2), sw = x.stride(3);
@@ -871,33 +865,38 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
   for (int64_t d = 0; d < out.dim(); ++d) out_span += (out.size(d) - 1) * out.stride(d);
   const bool stream = transpose_out && !accumulate && out_span >= pyconv_mm::kStreamedConvFloats;
   // what the zeros of a thread's input buffer depend on: columns outside the image are never
-  // written, nor, in a whole-image buffer, rows outside it; a buffer of the same layout keeps
-  // them
-  const std::vector<int64_t> layout = {C, stride, plane, width, height, pad, H, W};
+  // written; a buffer of the same layout keeps them
+  const std::vector<int64_t> layout = {C, stride, plane, width, pad, W};
   at::parallel_for(0, N * bands, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> buffer, band_out;
     thread_local std::vector<int64_t> buffer_layout;
     if (buffer_layout != layout) {  // zeros where no image element is ever copied
       buffer.resize(C * stride * plane);
-      zero_outside_image(buffer.data(), C, stride, height, width, whole ? pad : 0,
-                         whole ? H : height, pad, W);
+      zero_outside_image(buffer.data(), C, stride, rows, width, 0, rows, pad, W);
       buffer_layout = layout;
     }
     if (transpose_out) band_out.resize(covered * kBandRows * band_width);
-    // a whole-image buffer holds padded rows [.., copied_end) of image copied_image
-    int64_t copied_image = -1, copied_end = 0;
+    int64_t previous = -1;  // the thread's previous task
     for (int64_t task = begin; task < end; ++task) {
       const int64_t band = task % bands, n = task / bands;
       const int64_t oy0 = band * kBandRows;
       const int64_t first = oy0 * stride;  // padded image row of the band's first input row
-      const int64_t base = whole ? 0 : first;
-      if (n != copied_image || !whole) copied_image = n, copied_end = 0;
-      for (int64_t r = std::max(first, copied_end); r < first + rows; ++r) {
-        float* out_row = buffer.data() + (r - base) * width;
-        if (r < pad || r >= pad + H) {  // zeros: kept by a whole-image buffer
-          if (!whole)
-            for (int64_t plane_index = 0; plane_index < C * stride; ++plane_index)
-              std::fill_n(out_row + plane_index * plane, width, 0.f);
+      // padded image row r (image row r - pad) is at buffer row r - first
+      int64_t copy_from = first;
+      if (task == previous + 1 && band > 0 && rows > step) {  // the halo of the band above
+        for (int64_t plane_index = 0; plane_index < C * stride; ++plane_index) {
+          float* rows_of_plane = buffer.data() + plane_index * plane;
+          std::memmove(rows_of_plane, rows_of_plane + step * width,
+                       (rows - step) * width * sizeof(float));
+        }
+        copy_from = first + rows - step;
+      }
+      previous = task;
+      for (int64_t r = copy_from; r < first + rows; ++r) {
+        float* out_row = buffer.data() + (r - first) * width;
+        if (r < pad || r >= pad + H) {  // zeros
+          for (int64_t plane_index = 0; plane_index < C * stride; ++plane_index)
+            std::fill_n(out_row + plane_index * plane, width, 0.f);
           continue;
         }
         const float* in_row = src + n * sn + (r - pad) * sh;
@@ -922,7 +921,6 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
                 value;
           }
       }
-      copied_end = first + rows;
       const int64_t band_rows = std::min<int64_t>(kBandRows, Ho - oy0);
       Tile t;
       t.plane = plane;
@@ -959,7 +957,7 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
               t.scale = t.shift = nullptr;
             }
             for (int64_t j = 0; j < band_rows; j += lvl.tile_rows) {
-              t.in_y = first - base + j * stride;
+              t.in_y = j * stride;
               t.rows = static_cast<int>(std::min<int64_t>(lvl.tile_rows, band_rows - j));
               t.out = transpose_out
                           ? band_out.data() + (lvl.c_offset - c_first + channel) * t.out_stride_c +
