@@ -419,9 +419,10 @@ def test_direct_kernel_reuses_its_buffers_and_trains_strided_levels_on_even_size
 @pytest.mark.parametrize('stride', [1, 2])
 @pytest.mark.parametrize('channels_last', [False, True])
 def test_direct_kernel_on_large_images(stride, channels_last):
-    """A 200 x 200 input with 64 channels: each thread runs a long range of bands (25 at
-    stride 1), every one moving up the halo rows of the band above in its buffer and copying
-    the rest; forward and gradients equal separate convolutions both ways. Its weight
+    """A 200 x 200 input with 64 channels: 25 bands at stride 1 (13 at stride 2) split over
+    the threads, each band after the first of a thread moving up the halo rows of the band
+    above in its buffer and copying the rest; forward and gradients equal separate
+    convolutions both ways. Its weight
     gradient also runs in several blocks of output rows (their gradient and input rows within
     256 KiB: 62 rows of 200 at stride 1, 71 and 94 of 100 at stride 2), carrying the
     accumulators from block to block; the other tests' images fit one block."""
