@@ -639,6 +639,47 @@ def test_direct_kernel_reports_bad_input():
     with pytest.raises(RuntimeError, match='summed into the same channels take no output'):
         direct._run(x, [weight, weight], [None] * 2, [1, 1], [0, 0], 1, out,
                     output_activation=(torch.ones(6), torch.zeros(6)))
+    with pytest.raises(RuntimeError, match=r'one size and layout, got \[1, 6, 8, 9\]'):
+        direct._run(x, [weight], [None], [1], [0], 1, [out, torch.empty(1, 6, 8, 9)])
+    with pytest.raises(RuntimeError, match=r'output index 2 not in \[0, 2\)'):
+        direct._run(x, [weight], [None], [1], [0], 1, [out, out.clone()], out_indices=[2])
+    with pytest.raises(RuntimeError, match='no level writes output 1'):
+        direct._run(x, [weight], [None], [1], [0], 1, [out, out.clone()], out_indices=[0])
+    with pytest.raises(RuntimeError, match='an output activation needs one output, got 2'):
+        direct._run(x, [weight, weight], [None] * 2, [1, 1], [0, 0], 1, [out, out.clone()],
+                    out_indices=[0, 1], output_activation=(torch.ones(6), torch.zeros(6)))
+
+
+@needs_direct_kernel
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('accumulate', [False, True])
+def test_direct_kernel_writes_levels_into_several_outputs(channels_last, accumulate):
+    """One call with several outputs (as for the phases of a strided input gradient) leaves
+    each output as a call with only its own levels does, bit for bit: the levels of one output
+    with the same channels summed, channels no level writes untouched."""
+    from pyconv_mm.ops import direct
+    torch.manual_seed(0)
+    x = torch.randn(2, 32, 19, 23)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    # (output, weight, input channels (start, count), padding (top, left), output channel)
+    levels = [(0, torch.randn(16, 8, 3, 3), (0, 32), (1, 1), 0),
+              (0, torch.randn(16, 4, 2, 3), (8, 16), (0, 2), 0),
+              (1, torch.randn(16, 2, 5, 4), (0, 16), (2, 1), 16),
+              (2, torch.randn(32, 1, 1, 2), (16, 16), (0, 0), 0)]
+    outs = [direct.empty_output(x, 32, (19, 23)).normal_() for _ in range(3)]
+    expected = [out.clone() for out in outs]
+    for o, out in enumerate(expected):
+        own = [level for level in levels if level[0] == o]
+        direct._run(x, [w for _, w, *_ in own], [None] * len(own), [1] * len(own),
+                    [c for *_, c in own], 1, out, accumulate=accumulate,
+                    in_ranges=[r for _, _, r, _, _ in own], paddings=[p for *_, p, _ in own])
+    direct._run(x, [w for _, w, *_ in levels], [None] * len(levels), [1] * len(levels),
+                [c for *_, c in levels], 1, outs, accumulate=accumulate,
+                in_ranges=[r for _, _, r, _, _ in levels],
+                paddings=[p for *_, p, _ in levels], out_indices=[o for o, *_ in levels])
+    for out, wanted in zip(outs, expected):
+        assert torch.equal(out, wanted)
 
 
 @needs_direct_kernel

@@ -643,6 +643,7 @@ struct Level {
   int64_t out_channels, in_per_group, out_per_group, kernel_h, kernel_w, dilation, c_offset;
   int64_t pad_top, pad_left;  // zeros above and left of the input (below and right: the rest)
   int64_t in_offset, groups;  // its input channels: groups x in_per_group from in_offset
+  int64_t out_index;          // the output it writes
   bool adds;                  // an earlier level wrote the same output channels: add to them
   TileFn tile;
   int tile_rows, tile_channels;
@@ -696,21 +697,25 @@ bool supported() {
 
 // Writes (or with `accumulate` adds) conv2d(x_i, weights[i], biases[i], stride, padding =
 // (K - 1) / 2 * dilations[i], dilations[i], groups = C_i / weights[i].size(1)) into channels
-// [c_offsets[i], + C_out) of `out`, for every level i, where x_i is channels
-// [in_offsets[i], + C_i = in_counts[i]) of x. Levels writing the same channels (identical
-// ranges) are summed. `biases[i]` may be empty (no bias). A level with `paddings[i]` = {top,
-// left} has any KH x KW kernel instead (stride 1, dilation 1): top rows and left columns of
-// zeros, and as many below and right as keep the output the input's size. With
-// `input_scale`/`input_shift` (one value per channel of x; empty: none) the levels convolve
-// max(x * scale + shift, 0) instead of x, formed as bands are copied; with `output_scale`/
-// `output_shift` (one per channel of out) the channels the levels write hold max(y * scale +
-// shift, 0) instead of y: an eval-mode batch norm and a ReLU before and after the levels.
+// [c_offsets[i], + C_out) of `outs[out_indices[i]]` (of `outs[0]` where `out_indices` is
+// empty), for every level i, where x_i is channels [in_offsets[i], + C_i = in_counts[i]) of
+// x. The outputs share their sizes and strides (e.g. the four phases of a strided level's
+// input gradient, which read the same input bands: one copy of them for all four). Levels
+// writing the same channels (identical ranges) of one output are summed. `biases[i]` may be
+// empty (no bias). A level with `paddings[i]` = {top, left} has any KH x KW kernel instead
+// (stride 1, dilation 1): top rows and left columns of zeros, and as many below and right as
+// keep the output the input's size. With `input_scale`/`input_shift` (one value per channel
+// of x; empty: none) the levels convolve max(x * scale + shift, 0) instead of x, formed as
+// bands are copied; with `output_scale`/`output_shift` (one per channel of the one output)
+// the channels the levels write hold max(y * scale + shift, 0) instead of y: an eval-mode
+// batch norm and a ReLU before and after the levels.
 void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weights,
                  const std::vector<torch::Tensor>& biases, const std::vector<int64_t>& dilations,
                  const std::vector<int64_t>& c_offsets, const std::vector<int64_t>& in_offsets,
                  const std::vector<int64_t>& in_counts,
                  const std::vector<std::vector<int64_t>>& paddings, int64_t stride,
-                 torch::Tensor& out, bool accumulate, const torch::Tensor& input_scale,
+                 const std::vector<torch::Tensor>& outs, const std::vector<int64_t>& out_indices,
+                 bool accumulate, const torch::Tensor& input_scale,
                  const torch::Tensor& input_shift, const torch::Tensor& output_scale,
                  const torch::Tensor& output_shift) {
   TORCH_CHECK(supported(), "pyconv direct kernel: this CPU has no AVX-512");
@@ -719,8 +724,17 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
               x.scalar_type());
   TORCH_CHECK(stride == 1 || stride == 2, "pyconv direct kernel: stride must be 1 or 2, got ",
               stride);
+  TORCH_CHECK(!outs.empty(), "pyconv direct kernel: no output");
+  const torch::Tensor& out = outs[0];
   TORCH_CHECK(out.dim() == 4 && out.scalar_type() == torch::kFloat && out.device().is_cpu(),
               "pyconv direct kernel: expected a 4D float32 CPU output");
+  for (const auto& other : outs)
+    TORCH_CHECK(other.scalar_type() == torch::kFloat && other.device().is_cpu() &&
+                    other.sizes() == out.sizes() && other.strides() == out.strides(),
+                "pyconv direct kernel: the outputs need one size and layout, got ",
+                other.sizes(), " and ", out.sizes());
+  TORCH_CHECK(out_indices.empty() || out_indices.size() == weights.size(),
+              "pyconv direct kernel: give one output index per level or none");
   TORCH_CHECK(weights.size() == biases.size() && weights.size() == dilations.size() &&
                   weights.size() == c_offsets.size() && weights.size() == in_offsets.size() &&
                   weights.size() == in_counts.size() && weights.size() == paddings.size(),
@@ -745,6 +759,8 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
   const bool activation = scale.defined(), out_activation = out_scale.defined();
   TORCH_CHECK(!(accumulate && out_activation),
               "pyconv direct kernel: an output activation needs accumulate off");
+  TORCH_CHECK(!out_activation || outs.size() == 1,
+              "pyconv direct kernel: an output activation needs one output, got ", outs.size());
   const float* scale_c = activation ? scale.data_ptr<float>() + in_first : nullptr;
   const float* shift_c = activation ? shift.data_ptr<float>() + in_first : nullptr;
   const int64_t Ho = out.size(2), Wo = out.size(3);
@@ -794,8 +810,13 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
     lvl.c_offset = c_offsets[i];
     TORCH_CHECK(lvl.c_offset >= 0 && lvl.c_offset + lvl.out_channels <= out.size(1),
                 "pyconv direct kernel: level ", i, ": channels out of the output's range");
+    lvl.out_index = out_indices.empty() ? 0 : out_indices[i];
+    TORCH_CHECK(lvl.out_index >= 0 && lvl.out_index < static_cast<int64_t>(outs.size()),
+                "pyconv direct kernel: level ", i, ": output index ", lvl.out_index,
+                " not in [0, ", outs.size(), ")");
     lvl.adds = false;
     for (const Level& earlier : levels) {
+      if (earlier.out_index != lvl.out_index) continue;
       const bool same = earlier.c_offset == lvl.c_offset && earlier.out_channels == lvl.out_channels;
       TORCH_CHECK(same || earlier.c_offset + earlier.out_channels <= lvl.c_offset ||
                       lvl.c_offset + lvl.out_channels <= earlier.c_offset,
@@ -843,22 +864,29 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
   const int64_t step = kBandRows * stride;  // input rows from one band's first row to the next's
   const int64_t plane = rows * width;
   const float* src = x.data_ptr<float>() + in_first * x.stride(1);
-  float* dst = out.data_ptr<float>();
   const int64_t sn = x.stride(0), sc = x.stride(1), sh = x.stride(2), sw = x.stride(3);
   const int64_t phase_shift = stride == 2 ? 1 : 0;
   // channels_last input with whole 16-channel blocks: copied by 16 x 16 transposes
   const bool transpose_in = sc == 1 && C % 16 == 0;
-  // channels_last output whose kernel channels form one block of whole 16-channel blocks:
-  // the band is written planar to a second buffer of the thread, then transposed out
-  int64_t c_first = out.size(1), c_end = 0, covered = 0;
+  // channels_last outputs whose kernel channels form one block of whole 16-channel blocks
+  // each: an output's band is written planar to a second buffer of the thread, then
+  // transposed out before the next output's levels run
+  const int64_t n_outs = static_cast<int64_t>(outs.size());
+  std::vector<int64_t> c_first(n_outs, out.size(1)), c_end(n_outs, 0), covered(n_outs, 0);
   for (const Level& lvl : levels) {
-    c_first = std::min(c_first, lvl.c_offset);
-    c_end = std::max(c_end, lvl.c_offset + lvl.out_channels);
-    if (!lvl.adds) covered += lvl.out_channels;
+    const int64_t o = lvl.out_index;
+    c_first[o] = std::min(c_first[o], lvl.c_offset);
+    c_end[o] = std::max(c_end[o], lvl.c_offset + lvl.out_channels);
+    if (!lvl.adds) covered[o] += lvl.out_channels;
   }
+  for (int64_t o = 0; o < n_outs; ++o)
+    TORCH_CHECK(c_end[o] > 0, "pyconv direct kernel: no level writes output ", o);
   const int64_t band_width = (Wo + 15) / 16 * 16;
-  const bool transpose_out =
-      out.stride(1) == 1 && covered == c_end - c_first && covered % 16 == 0;
+  bool transpose_out = out.stride(1) == 1;
+  for (int64_t o = 0; o < n_outs; ++o)
+    transpose_out = transpose_out && covered[o] == c_end[o] - c_first[o] && covered[o] % 16 == 0;
+  const int64_t band_floats =
+      *std::max_element(covered.begin(), covered.end()) * kBandRows * band_width;
   // a large output (its elements' span: a strided input gradient's phase spans the whole
   // gradient) is streamed past the caches (streaming.h)
   int64_t out_span = 1;
@@ -875,7 +903,7 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
       zero_outside_image(buffer.data(), C, stride, rows, width, 0, rows, pad, W);
       buffer_layout = layout;
     }
-    if (transpose_out) band_out.resize(covered * kBandRows * band_width);
+    if (transpose_out) band_out.resize(band_floats);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t band = task % bands, n = task / bands;
       const int64_t oy0 = band * kBandRows;
@@ -933,47 +961,51 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
         t.out_stride_h = out.stride(2);
         t.out_stride_w = out.stride(3);
       }
-      for (const Level& lvl : levels) {
-        t.in_channels = lvl.in_per_group;
-        t.weight_stride = lvl.in_per_group * lvl.kernel_h * lvl.kernel_w;
-        t.kernel_h = lvl.kernel_h;
-        t.kernel_w = lvl.kernel_w;
-        t.dilation = lvl.dilation;
-        t.offset_y = pad - lvl.pad_top;
-        t.offset_x = pad - lvl.pad_left;
-        t.accumulate = lvl.adds || (accumulate && !transpose_out);
-        for (int64_t group = 0; group < lvl.groups; ++group) {
-          t.input = buffer.data() + (lvl.in_offset + group * lvl.in_per_group) * stride * plane;
-          for (int64_t oc = 0; oc < lvl.out_per_group; oc += lvl.tile_channels) {
-            const int64_t channel = group * lvl.out_per_group + oc;  // within the level
-            t.weight = lvl.weight + channel * t.weight_stride;
-            t.bias = lvl.bias == nullptr ? nullptr : lvl.bias + channel;
-            if (out_activation && !transpose_out) {  // else applied as the band is stored
-              t.scale = out_scale.data_ptr<float>() + lvl.c_offset + channel;
-              t.shift = out_shift.data_ptr<float>() + lvl.c_offset + channel;
-            } else {
-              t.scale = t.shift = nullptr;
-            }
-            for (int64_t j = 0; j < band_rows; j += lvl.tile_rows) {
-              t.in_y = j * stride;
-              t.rows = static_cast<int>(std::min<int64_t>(lvl.tile_rows, band_rows - j));
-              t.out = transpose_out
-                          ? band_out.data() + (lvl.c_offset - c_first + channel) * t.out_stride_c +
-                                j * t.out_stride_h
-                          : dst + n * out.stride(0) + (lvl.c_offset + channel) * out.stride(1) +
-                                (oy0 + j) * out.stride(2);
-              lvl.tile(t);
+      for (int64_t o = 0; o < n_outs; ++o) {  // one output's levels, then its band stored
+        for (const Level& lvl : levels) {
+          if (lvl.out_index != o) continue;
+          t.in_channels = lvl.in_per_group;
+          t.weight_stride = lvl.in_per_group * lvl.kernel_h * lvl.kernel_w;
+          t.kernel_h = lvl.kernel_h;
+          t.kernel_w = lvl.kernel_w;
+          t.dilation = lvl.dilation;
+          t.offset_y = pad - lvl.pad_top;
+          t.offset_x = pad - lvl.pad_left;
+          t.accumulate = lvl.adds || (accumulate && !transpose_out);
+          for (int64_t group = 0; group < lvl.groups; ++group) {
+            t.input = buffer.data() + (lvl.in_offset + group * lvl.in_per_group) * stride * plane;
+            for (int64_t oc = 0; oc < lvl.out_per_group; oc += lvl.tile_channels) {
+              const int64_t channel = group * lvl.out_per_group + oc;  // within the level
+              t.weight = lvl.weight + channel * t.weight_stride;
+              t.bias = lvl.bias == nullptr ? nullptr : lvl.bias + channel;
+              if (out_activation && !transpose_out) {  // else applied as the band is stored
+                t.scale = out_scale.data_ptr<float>() + lvl.c_offset + channel;
+                t.shift = out_shift.data_ptr<float>() + lvl.c_offset + channel;
+              } else {
+                t.scale = t.shift = nullptr;
+              }
+              for (int64_t j = 0; j < band_rows; j += lvl.tile_rows) {
+                t.in_y = j * stride;
+                t.rows = static_cast<int>(std::min<int64_t>(lvl.tile_rows, band_rows - j));
+                t.out = transpose_out
+                            ? band_out.data() + (lvl.c_offset - c_first[o] + channel) *
+                                  t.out_stride_c + j * t.out_stride_h
+                            : outs[o].data_ptr<float>() + n * out.stride(0) +
+                                  (lvl.c_offset + channel) * out.stride(1) +
+                                  (oy0 + j) * out.stride(2);
+                lvl.tile(t);
+              }
             }
           }
         }
+        if (transpose_out)
+          store_band_channels_last(
+              band_out.data(), covered[o], band_rows, band_width, Wo,
+              outs[o].data_ptr<float>() + n * out.stride(0) + oy0 * out.stride(2) + c_first[o],
+              out.stride(2), out.stride(3), accumulate,
+              out_activation ? out_scale.data_ptr<float>() + c_first[o] : nullptr,
+              out_activation ? out_shift.data_ptr<float>() + c_first[o] : nullptr, stream);
       }
-      if (transpose_out)
-        store_band_channels_last(band_out.data(), covered, band_rows, band_width, Wo,
-                                 dst + n * out.stride(0) + oy0 * out.stride(2) + c_first,
-                                 out.stride(2), out.stride(3), accumulate,
-                                 out_activation ? out_scale.data_ptr<float>() + c_first : nullptr,
-                                 out_activation ? out_shift.data_ptr<float>() + c_first : nullptr,
-                                 stream);
     }
     if (stream) _mm_sfence();  // the streamed stores are visible before the call returns
   });
