@@ -651,6 +651,27 @@ def test_direct_kernel_reports_bad_input():
 
 
 @needs_direct_kernel
+def test_weight_gradient_kernel_reports_bad_input():
+    from pyconv_mm.ops import direct
+    x, grad = torch.randn(2, 8, 9, 9), torch.randn(2, 4, 9, 9)
+    weight_grads = direct._ext.weight_grads
+    with pytest.raises(RuntimeError, match=r'weight shape \[4, 3, 3, 3\] is not .* C_in = 8'):
+        weight_grads(x, grad, [[4, 3, 3, 3]], [1], [0], 1)
+    with pytest.raises(RuntimeError, match=r'weight shape \[2, 1, 3, 3\] is not'):
+        weight_grads(x, grad, [[2, 1, 3, 3]], [1], [0], 1)  # 8 groups, 2 outputs
+    with pytest.raises(RuntimeError, match=r'gradient channels \[2, 6\) of 4'):
+        weight_grads(x, grad, [[4, 2, 3, 3]], [1], [2], 1)
+    with pytest.raises(RuntimeError, match='dilation 0'):
+        weight_grads(x, grad, [[4, 2, 3, 3]], [0], [0], 1)
+    with pytest.raises(RuntimeError, match='1 weight shapes, 2 dilations and 1 channel offsets'):
+        weight_grads(x, grad, [[4, 2, 3, 3]], [1, 1], [0], 1)
+    with pytest.raises(RuntimeError, match=r'kernel size 11 not supported \(3, 5, 7 or 9\)'):
+        weight_grads(x, grad, [[4, 2, 11, 11]], [1], [0], 1)
+    with pytest.raises(RuntimeError, match='a gradient of its batch and size / stride'):
+        weight_grads(x, grad[:1], [[4, 2, 3, 3]], [1], [0], 1)
+
+
+@needs_direct_kernel
 @pytest.mark.parametrize('channels_last', [False, True])
 @pytest.mark.parametrize('accumulate', [False, True])
 def test_direct_kernel_writes_levels_into_several_outputs(channels_last, accumulate):

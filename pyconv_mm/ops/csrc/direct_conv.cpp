@@ -276,12 +276,18 @@ void conv_tile_reuse(const Tile& t) {
       });
 }
 
-// Kernel rows that one pass of the weight gradient takes at once (see weight_grad_task): 2
-// where their accumulators, the output gradients and an input row fit the 32 registers.
+// Kernel rows that one pass of the weight gradient takes at once (see weight_grad_task): 3
+// or 2 where their accumulators, the output gradients and an input row fit the 32 registers
+// (3 for one output channel, up to 9x9: 27 + 3 + 1 registers; with 3 for its 9x9/G16
+// level, stage 1's stride-1 grouped weight gradients x1.04).
 template <int CO, int K>
 constexpr int weight_grad_rows() {
-  return 2 * CO * K + 2 * CO + 1 <= 30 ? 2 : 1;
+  return 3 * CO * (K + 1) + 1 <= 31 ? 3 : (2 * CO * (K + 1) + 1 <= 30 ? 2 : 1);
 }
+
+// Zero rows above and below the output-gradient planes of the weight gradient: a pass of M
+// kernel rows reads M - 1 rows past each end (see weight_grad_pass).
+constexpr int64_t kWeightGradPadRows = 2;
 
 // One pass of the weight gradient over output rows [y0, y1) and the column blocks of V's
 // width from x_begin to x_end: kernel rows ky0 + m * S for m < M at once, all K kernel
@@ -346,8 +352,8 @@ int64_t weight_grad_row_block(int64_t grad_width, int64_t in_width) {
 // Weight gradient of one image for (output channels [oc0, oc0 + CO), input channel ci), added
 // to `dw`: dW[oc][ci][ky][kx] += sum over output pixels of grad[oc][y][x] * x_pad[S*y + ky*d]
 // [S*x + kx*d], vectorised over 16 output columns (the last block, where it holds at most 8 of
-// the `out_width` columns, over 8). `grad` planes are (Ho, Wg) with zeros past Wo and a zero
-// row above and below (row -1 and Ho, of a plane `grad_plane` floats apart); `input` is zero
+// the `out_width` columns, over 8). `grad` planes are (Ho, Wg) with zeros past Wo and
+// kWeightGradPadRows zero rows above and below (a plane `grad_plane` floats apart); `input` is zero
 // padded and its columns split into S phase planes of `in_plane` floats (rows of `in_width`),
 // as the forward's band buffers. Output rows go in blocks (weight_grad_row_block) whose
 // gradient and input rows stay in L2 for all the passes over the kernel rows.
@@ -364,37 +370,45 @@ void weight_grad_task(const float* __restrict grad, int64_t grad_plane, int64_t 
   // columns [0, wide_end) in 16-wide blocks, then, where columns are left, one 8-wide block
   const int64_t wide_end = wide_columns_end(out_width);
   const bool narrow_tail = wide_end < out_width;
-  // kernel rows ky and ky + S read the same input row at output rows y and y - 1 (dilation
-  // 1): a pair runs one more output row, the zero row Ho, to give ky + S its row Ho - 1
+  // kernel rows ky, ky + S, ky + 2S read the same input row at output rows y, y - 1, y - 2
+  // (dilation 1): a group of m kernel rows runs m - 1 more output rows, the zero rows Ho, ...,
+  // to give its last row its rows up to Ho - 1
   constexpr int M = weight_grad_rows<CO, K>();
-  const bool paired = M == 2 && dilation == 1;
-  const int64_t rows_end = out_height + (paired ? 1 : 0);
+  const int most = dilation == 1 ? M : 1;
+  const int64_t rows_end = out_height + most - 1;
   const int64_t row_block = weight_grad_row_block<CO, S>(grad_width, in_width);
   alignas(64) float partial[K][CO][K][16];
   alignas(64) float tail[K][CO][K][16];
-  auto pass = [&](auto lanes, auto pair, int64_t y0, int64_t y1, int64_t x_begin, int64_t x_end,
-                  int ky, float (&sums)[K][CO][K][16]) {
+  auto pass = [&](auto group, int64_t y0, int64_t y1, int ky) {
+    constexpr int rows = decltype(group)::value;
     const float* x_rows = input + (ky * dilation + offset) * in_width;
-    weight_grad_pass<decltype(lanes), CO, K, S, decltype(pair)::value>(
-        grad, grad_plane, grad_width, x_rows, in_width, tap, y0, y1, x_begin, x_end, ky,
-        y0 == 0, sums);
+    const int64_t end = std::min(y1, out_height + rows - 1);  // its input rows end there
+    if (wide_end > 0)
+      weight_grad_pass<Lanes16, CO, K, S, rows>(grad, grad_plane, grad_width, x_rows, in_width,
+                                                tap, y0, end, 0, wide_end, ky, y0 == 0, partial);
+    if (narrow_tail)
+      weight_grad_pass<Lanes8, CO, K, S, rows>(grad, grad_plane, grad_width, x_rows, in_width,
+                                               tap, y0, end, wide_end, wide_end + 8, ky, y0 == 0,
+                                               tail);
   };
   for (int64_t y0 = 0; y0 < rows_end; y0 += row_block) {
     const int64_t y1 = std::min(y0 + row_block, rows_end);
     bool done[K] = {};
     for (int ky = 0; ky < K; ++ky) {
       if (done[ky]) continue;
-      if (paired && ky + S < K) {
-        const std::integral_constant<int, M> pair;
-        if (wide_end > 0) pass(Lanes16{}, pair, y0, y1, 0, wide_end, ky, partial);
-        if (narrow_tail) pass(Lanes8{}, pair, y0, y1, wide_end, wide_end + 8, ky, tail);
-        done[ky + S] = true;
-      } else {  // alone: up to row Ho - 1 (its input rows end there)
-        const std::integral_constant<int, 1> alone;
-        const int64_t end = std::min(y1, out_height);
-        if (wide_end > 0) pass(Lanes16{}, alone, y0, end, 0, wide_end, ky, partial);
-        if (narrow_tail) pass(Lanes8{}, alone, y0, end, wide_end, wide_end + 8, ky, tail);
-      }
+      int rows = 1;  // ky, ky + S, ...: as many as fit the kernel, at most `most`
+      while (rows < most && ky + rows * S < K) done[ky + rows++ * S] = true;
+      if constexpr (M >= 3)
+        if (rows == 3) {
+          pass(std::integral_constant<int, 3>{}, y0, y1, ky);
+          continue;
+        }
+      if constexpr (M >= 2)
+        if (rows == 2) {
+          pass(std::integral_constant<int, 2>{}, y0, y1, ky);
+          continue;
+        }
+      pass(std::integral_constant<int, 1>{}, y0, y1, ky);
     }
   }
   for (int ky = 0; ky < K; ++ky)
@@ -1074,9 +1088,26 @@ std::vector<torch::Tensor> weight_grads(const torch::Tensor& x, const torch::Ten
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t Ho = (H - 1) / stride + 1, Wo = (W - 1) / stride + 1;
   TORCH_CHECK(x.scalar_type() == torch::kFloat && grad.scalar_type() == torch::kFloat &&
+                  x.device().is_cpu() && grad.device().is_cpu() && grad.size(0) == N &&
                   grad.size(2) == Ho && grad.size(3) == Wo,
-              "pyconv weight gradient: expected float32 input and a gradient of its size / "
-              "stride, got ", x.sizes(), " and ", grad.sizes());
+              "pyconv weight gradient: expected a float32 CPU input and a gradient of its "
+              "batch and size / stride, got ", x.sizes(), " and ", grad.sizes());
+  TORCH_CHECK(dilations.size() == shapes.size() && c_offsets.size() == shapes.size(),
+              "pyconv weight gradient: ", shapes.size(), " weight shapes, ", dilations.size(),
+              " dilations and ", c_offsets.size(), " channel offsets");
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const auto& shape = shapes[i];
+    TORCH_CHECK(shape.size() == 4 && shape[0] > 0 && shape[1] > 0 && C % shape[1] == 0 &&
+                    shape[0] % (C / shape[1]) == 0 && shape[2] == shape[3],
+                "pyconv weight gradient: level ", i, "'s weight shape ", c10::IntArrayRef(shape),
+                " is not (C_out, C_in / groups, K, K) with groups dividing C_out and C_in = ",
+                C);
+    TORCH_CHECK(dilations[i] >= 1 && c_offsets[i] >= 0 &&
+                    c_offsets[i] + shape[0] <= grad.size(1),
+                "pyconv weight gradient: level ", i, " (dilation ", dilations[i],
+                ") reads gradient channels [", c_offsets[i], ", ", c_offsets[i] + shape[0],
+                ") of ", grad.size(1), "; dilation must be >= 1");
+  }
   int64_t pad = 0;
   for (size_t i = 0; i < shapes.size(); ++i)
     pad = std::max(pad, (shapes[i][2] - 1) / 2 * dilations[i]);
@@ -1095,6 +1126,7 @@ std::vector<torch::Tensor> weight_grads(const torch::Tensor& x, const torch::Ten
     float* dw;
     int64_t dw_stride, dilation, offset;
   };
+  const int64_t grad_rows = Ho + 2 * kWeightGradPadRows;  // zero rows above and below
   std::vector<std::vector<Job>> level_jobs(shapes.size());
   for (size_t i = 0; i < shapes.size(); ++i) {
     const int64_t out_channels = shapes[i][0], in_per_group = shapes[i][1], K = shapes[i][2];
@@ -1103,14 +1135,15 @@ std::vector<torch::Tensor> weight_grads(const torch::Tensor& x, const torch::Ten
     const int channels = channels_per_tile(out_per_group, K <= 5 ? 4 : 2);
     const WeightGradFn fn = stride == 1 ? pick_weight_grad<1>(K, channels)
                                         : pick_weight_grad<2>(K, channels);
-    TORCH_CHECK(fn != nullptr, "pyconv weight gradient: kernel size ", K, " not supported");
-    grads.push_back(torch::empty({1, out_channels, Ho + 2, grad_width}, x.options()));
+    TORCH_CHECK(fn != nullptr, "pyconv weight gradient: kernel size ", K,
+                " not supported (3, 5, 7 or 9)");
+    grads.push_back(torch::empty({1, out_channels, grad_rows, grad_width}, x.options()));
     result.push_back(torch::zeros({out_channels, in_per_group, K, K}, x.options()));
     const int64_t offset = pad - (K - 1) / 2 * dilations[i];
     for (int64_t oc = 0; oc < out_channels; oc += channels)
       for (int64_t ci = 0; ci < in_per_group; ++ci) {
         const int64_t group = oc / out_per_group;
-        level_jobs[i].push_back({fn, i, (oc * (Ho + 2) + 1) * grad_width,
+        level_jobs[i].push_back({fn, i, (oc * grad_rows + kWeightGradPadRows) * grad_width,
                                  (group * in_per_group + ci) * stride * in_plane,
                                  result.back().data_ptr<float>() + (oc * in_per_group + ci) * K * K,
                                  in_per_group * K * K, dilations[i], offset});
@@ -1131,12 +1164,13 @@ std::vector<torch::Tensor> weight_grads(const torch::Tensor& x, const torch::Ten
   for (int64_t n = 0; n < N; ++n) {
     const auto image = x.narrow(0, n, 1);
     planar(image, 0, C, pad, pad, stride, xp, n > 0);  // the zeros of image 0 stay
-    for (size_t i = 0; i < shapes.size(); ++i)  // a zero row above and below
-      planar(grad.narrow(0, n, 1), c_offsets[i], shapes[i][0], 1, 0, 1, grads[i], n > 0);
+    for (size_t i = 0; i < shapes.size(); ++i)
+      planar(grad.narrow(0, n, 1), c_offsets[i], shapes[i][0], kWeightGradPadRows, 0, 1,
+             grads[i], n > 0);
     at::parallel_for(0, static_cast<int64_t>(jobs.size()), 1, [&](int64_t begin, int64_t end) {
       for (int64_t j = begin; j < end; ++j) {
         const Job& job = jobs[j];
-        job.fn(grads[job.level].data_ptr<float>() + job.grad_offset, (Ho + 2) * grad_width,
+        job.fn(grads[job.level].data_ptr<float>() + job.grad_offset, grad_rows * grad_width,
                grad_width, Wo, xp.data_ptr<float>() + job.input_offset, in_width, in_plane, Ho,
                job.dilation, job.offset, job.dw, job.dw_stride);
       }
