@@ -11,7 +11,10 @@ activated tensor ``relu(y * scale + shift)`` from it and the saved batch statist
 affine form ATen's CPU batch norm computes), then runs the PyConv's gradients on it: the
 PyConv's forward and the norm's statistics are computed once. Where every level of the PyConv
 runs in our kernel, its forward applies the norm and the ReLU as it reads ``y`` (as in
-inference): the activated tensor is not written in the forward at all. (Until stop 26 ``y``
+inference): the activated tensor is not written in the forward at all, and at stride 2
+(stage 1's first block) not in backward either: the weight gradients form it as they copy
+``y`` (:func:`_activates_in_weight_grads`; 15.7 -> 13.5 ms for that block's weight gradients
+at batch 8, 2 cores). (Until stop 26 ``y``
 was dropped too and the 1x1 convolution run again in backward: 4.4 ms of a CPU step at batch
 8 for 25.7 MB; the block's expansion now drops its own input instead, see
 :mod:`~pyconv_mm.ops.norm_relu_conv`.)
@@ -81,12 +84,15 @@ def _activated(y: torch.Tensor, affine: direct.Affine) -> torch.Tensor:
 
 def _pyconv_backward(pyconv: PyConv2d, forms: Sequence[str], x: torch.Tensor,
                      grad: torch.Tensor, weights: Sequence[torch.Tensor],
-                     needed: Sequence[bool]) -> Tuple[torch.Tensor, List[Optional[torch.Tensor]]]:
+                     needed: Sequence[bool], activation: Optional[direct.Affine] = None
+                     ) -> Tuple[torch.Tensor, List[Optional[torch.Tensor]]]:
     """The gradients of the PyConv's input ``x`` and of its levels' weights (None where not
     ``needed``) for its output gradient ``grad``, each level in the form it ran in: the
     kernel's levels by the kernel (:func:`direct.input_grad`, :func:`direct.weight_grads`),
     ``native`` ones by the stock convolution backward, the others (``dense``, ``depthwise``)
-    by autograd through that level's forward, run again."""
+    by autograd through that level's forward, run again. With ``activation`` (every level in
+    the kernel), the PyConv's input was ``relu(x * scale + shift)``: the gradients are those
+    of that input, which the weight gradients form as they copy ``x``."""
     levels, starts = list(pyconv.levels), pyconv._level_starts()
     in_kernel = [i for i, form in enumerate(forms) if form == 'direct']
     grad_x, grad_weights = None, [None] * len(levels)
@@ -95,7 +101,7 @@ def _pyconv_backward(pyconv: PyConv2d, forms: Sequence[str], x: torch.Tensor,
                   [starts[i] for i in in_kernel])
         grad_x = direct.input_grad(grad, *chosen, x)
         for i, weight_grad in zip(in_kernel, direct.weight_grads(
-                x, grad, *chosen, [needed[i] for i in in_kernel])):
+                x, grad, *chosen, [needed[i] for i in in_kernel], activation)):
             grad_weights[i] = weight_grad
     for i, form in enumerate(forms):
         if form == 'direct':
@@ -117,6 +123,21 @@ def _pyconv_backward(pyconv: PyConv2d, forms: Sequence[str], x: torch.Tensor,
         grad_x = input_grad if grad_x is None else grad_x.add_(input_grad)
         grad_weights[i] = weight_grad
     return grad_x, grad_weights
+
+
+def _activates_in_weight_grads(forms: Sequence[str], pyconv: PyConv2d,
+                               y: torch.Tensor) -> bool:
+    """Whether the PyConv's weight gradients form its activated input from ``y`` as they copy
+    it (:func:`direct.weight_grads` with an activation) instead of reading a recomputed
+    activated tensor: where every level ran in the kernel, at stride 2, on an input the copy
+    activates, and, where a level has no groups (its gradient then comes from the kernel
+    too, not oneDNN), at most 64 input channels. Measured (batch 8, 2 cores, all weight
+    gradients): stage 1's first block, 64 channels at 112x112, 15.7 -> 13.5 ms; 128 channels
+    at 56x56 12.0 -> 13.5 (the kernel's dense gradient costs more than the write it saves)."""
+    if not (all(form == 'direct' for form in forms) and pyconv.levels[0].stride[0] == 2
+            and direct.activation_in_weight_grads(y)):
+        return False
+    return all(level.groups > 1 for level in pyconv.levels) or y.shape[1] <= 64
 
 
 class _ReducedPyConv(torch.autograd.Function):
@@ -164,10 +185,16 @@ class _ReducedPyConv(torch.autograd.Function):
         conv, norm, pyconv = ctx.modules
         needs = ctx.needs_input_grad  # modules, x, conv_weight, norm_weight, norm_bias, levels
         ours = batch_norm_act.takes(y, norm)  # norm and ReLU in our kernels (one pass each)
-        activated = (batch_norm_act.activated(y, mean, invstd, norm_weight, norm_bias) if ours
-                     else _activated(y, _batch_affine(mean, invstd, norm_weight, norm_bias)))
-        grad_activated, level_grads = _pyconv_backward(pyconv, ctx.forms, activated, grad,
-                                                       level_weights, needs[5:])
+        affine = _batch_affine(mean, invstd, norm_weight, norm_bias)
+        if ours and _activates_in_weight_grads(ctx.forms, pyconv, y):
+            activated = None
+            grad_activated, level_grads = _pyconv_backward(pyconv, ctx.forms, y, grad,
+                                                           level_weights, needs[5:], affine)
+        else:
+            activated = (batch_norm_act.activated(y, mean, invstd, norm_weight, norm_bias)
+                         if ours else _activated(y, affine))
+            grad_activated, level_grads = _pyconv_backward(pyconv, ctx.forms, activated, grad,
+                                                           level_weights, needs[5:])
         if ours:  # the ReLU's mask recomputed from y, as `activated` was
             del activated
             grad_y, grad_norm_weight, grad_norm_bias = batch_norm_act.relu_norm_backward(

@@ -651,10 +651,45 @@ def test_direct_kernel_reports_bad_input():
 
 
 @needs_direct_kernel
+@pytest.mark.parametrize('stride,size', [(1, (17, 19)), (2, (18, 22))])
+def test_weight_gradients_of_an_activated_input(stride, size):
+    """With an activation, the kernel's weight gradients (every level, the ungrouped one
+    too) are those of the activated input written out: relu(x * scale + shift) formed as the
+    kernel copies x."""
+    from pyconv_mm.ops import direct
+    torch.manual_seed(0)
+    x = torch.randn(2, 32, *size).contiguous(memory_format=torch.channels_last)
+    scale, shift = torch.rand(32) + 0.5, torch.randn(32)  # about a third of the ReLU's zeros
+    levels = [nn.Conv2d(32, 16, k, stride=stride, padding=k // 2, groups=g, bias=False)
+              for k, g in [(3, 1), (5, 4), (9, 16)]]
+    weights = [level.weight for level in levels]
+    out_size = direct.output_size(x, levels[0])
+    grad = torch.randn(2, 48, *out_size).contiguous(memory_format=torch.channels_last)
+    activated = torch.relu(x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1))
+    assert direct.activation_in_weight_grads(x)
+    got = direct.weight_grads(x, grad, levels, weights, [0, 16, 32], [True] * 3,
+                              activation=(scale, shift))
+    want = [torch.ops.aten.convolution_backward(
+        grad.narrow(1, 16 * i, 16), activated, w, None, [stride] * 2, list(lvl.padding), [1, 1],
+        False, [0, 0], lvl.groups, [False, True, False])[1]
+        for i, (lvl, w) in enumerate(zip(levels, weights))]
+    for i, (g, w) in enumerate(zip(got, want)):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-4, msg=f'level {i}')
+    x_nchw = x.contiguous()
+    assert not direct.activation_in_weight_grads(x_nchw)
+    with pytest.raises(RuntimeError, match='an activation needs a channels_last input'):
+        direct.weight_grads(x_nchw, grad, levels, weights, [0, 16, 32], [True] * 3,
+                            activation=(scale, shift))
+
+
+@needs_direct_kernel
 def test_weight_gradient_kernel_reports_bad_input():
     from pyconv_mm.ops import direct
     x, grad = torch.randn(2, 8, 9, 9), torch.randn(2, 4, 9, 9)
-    weight_grads = direct._ext.weight_grads
+    empty = torch.empty(0)
+
+    def weight_grads(*args):
+        return direct._ext.weight_grads(*args, empty, empty)
     with pytest.raises(RuntimeError, match=r'weight shape \[4, 3, 3, 3\] is not .* C_in = 8'):
         weight_grads(x, grad, [[4, 3, 3, 3]], [1], [0], 1)
     with pytest.raises(RuntimeError, match=r'weight shape \[2, 1, 3, 3\] is not'):

@@ -1030,9 +1030,11 @@ void conv_levels(const torch::Tensor& x, const std::vector<torch::Tensor>& weigh
 // right (and zero rows below), columns split into S phase planes as in the forward's band
 // buffers: padded column p of channel c at plane c * S + p % S, column p / S; width * S >= W +
 // 2 * pad. With `zeros_kept`, `out` holds an earlier copy of the same shapes: the zeros are
-// there already, only the image's elements are written.
+// there already, only the image's elements are written. With `scale` (channels_last only;
+// null: none), the image's elements are copied as max(v * scale[c] + shift[c], 0).
 void planar(const torch::Tensor& t, int64_t c0, int64_t C, int64_t pad_rows, int64_t pad,
-            int64_t S, torch::Tensor& out, bool zeros_kept) {
+            int64_t S, torch::Tensor& out, bool zeros_kept, const float* scale = nullptr,
+            const float* shift = nullptr) {
   const int64_t N = t.size(0), H = t.size(2), W = t.size(3);
   const int64_t rows = out.size(2), width = out.size(3), plane = rows * width;
   if (t.stride(1) == 1 && C % 16 == 0) {  // channels_last: rows by 16 x 16 transposes
@@ -1050,16 +1052,27 @@ void planar(const torch::Tensor& t, int64_t c0, int64_t C, int64_t pad_rows, int
                                      pad, W);
         if (!inside) continue;
         const float* in_row = src + n * t.stride(0) + y * t.stride(2);
-        if (S == 1)
-          copy_row_channels_last<1, false>(in_row, t.stride(3), C, W, pad, row, plane, nullptr,
+        const int64_t pixel_stride = t.stride(3);
+        if (scale != nullptr) {
+          if (S == 1)
+            copy_row_channels_last<1, true>(in_row, pixel_stride, C, W, pad, row, plane, scale,
+                                            shift);
+          else
+            copy_row_channels_last<2, true>(in_row, pixel_stride, C, W, pad, row, plane, scale,
+                                            shift);
+        } else if (S == 1) {
+          copy_row_channels_last<1, false>(in_row, pixel_stride, C, W, pad, row, plane, nullptr,
                                            nullptr);
-        else
-          copy_row_channels_last<2, false>(in_row, t.stride(3), C, W, pad, row, plane, nullptr,
+        } else {
+          copy_row_channels_last<2, false>(in_row, pixel_stride, C, W, pad, row, plane, nullptr,
                                            nullptr);
+        }
       }
     });
     return;
   }
+  TORCH_CHECK(scale == nullptr, "pyconv planar copy: an activation needs a channels_last input "
+              "of whole 16-channel blocks");
   if (!zeros_kept) out.zero_();
   const auto phases = out.view({N, C, S, rows, width});
   for (int64_t phase = 0; phase < S; ++phase) {
@@ -1076,11 +1089,14 @@ bool weight_grad_supported(int64_t kernel) { return pick_weight_grad<1>(kernel, 
 // Weight gradients of grouped levels of stride S (1 or 2): for level i (kernel K_i in 3, 5,
 // 7, 9, weight shape `shapes[i]` = (C_out, C_in / G, K, K), dilation d_i, padding (K_i - 1) /
 // 2 * d_i), the gradient of its weight from `grad` channels [c_offsets[i], + C_out) and input
-// `x`.
+// `x`. With `scale` and `shift` (empty: none), the input is relu(x * scale + shift) per
+// channel (an eval-form batch norm and a ReLU), applied as `x` is copied: x channels_last, C
+// a multiple of 16.
 std::vector<torch::Tensor> weight_grads(const torch::Tensor& x, const torch::Tensor& grad,
                                         const std::vector<std::vector<int64_t>>& shapes,
                                         const std::vector<int64_t>& dilations,
-                                        const std::vector<int64_t>& c_offsets, int64_t stride) {
+                                        const std::vector<int64_t>& c_offsets, int64_t stride,
+                                        const torch::Tensor& scale, const torch::Tensor& shift) {
   TORCH_CHECK(supported(), "pyconv direct kernel: this CPU has no AVX-512");
   TORCH_CHECK(stride == 1 || stride == 2, "pyconv weight gradient: stride must be 1 or 2, got ",
               stride);
@@ -1092,6 +1108,16 @@ std::vector<torch::Tensor> weight_grads(const torch::Tensor& x, const torch::Ten
                   grad.size(2) == Ho && grad.size(3) == Wo,
               "pyconv weight gradient: expected a float32 CPU input and a gradient of its "
               "batch and size / stride, got ", x.sizes(), " and ", grad.sizes());
+  const bool activation = scale.numel() > 0;
+  TORCH_CHECK(!activation || (x.is_contiguous(at::MemoryFormat::ChannelsLast) && C % 16 == 0 &&
+                              scale.numel() == C && shift.numel() == C &&
+                              scale.scalar_type() == torch::kFloat &&
+                              shift.scalar_type() == torch::kFloat && scale.is_contiguous() &&
+                              shift.is_contiguous()),
+              "pyconv weight gradient: an activation needs a channels_last input of whole "
+              "16-channel blocks and one contiguous float32 scale and shift per channel (", C,
+              "), got ", x.sizes(), " with strides ", x.strides(), " and ", scale.sizes(), ", ",
+              shift.sizes());
   TORCH_CHECK(dilations.size() == shapes.size() && c_offsets.size() == shapes.size(),
               "pyconv weight gradient: ", shapes.size(), " weight shapes, ", dilations.size(),
               " dilations and ", c_offsets.size(), " channel offsets");
@@ -1163,7 +1189,9 @@ std::vector<torch::Tensor> weight_grads(const torch::Tensor& x, const torch::Ten
       if (k < level.size()) jobs.push_back(level[k]);
   for (int64_t n = 0; n < N; ++n) {
     const auto image = x.narrow(0, n, 1);
-    planar(image, 0, C, pad, pad, stride, xp, n > 0);  // the zeros of image 0 stay
+    planar(image, 0, C, pad, pad, stride, xp, n > 0,  // the zeros of image 0 stay
+           activation ? scale.data_ptr<float>() : nullptr,
+           activation ? shift.data_ptr<float>() : nullptr);
     for (size_t i = 0; i < shapes.size(); ++i)
       planar(grad.narrow(0, n, 1), c_offsets[i], shapes[i][0], kWeightGradPadRows, 0, 1,
              grads[i], n > 0);
@@ -1218,7 +1246,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("supported", &supported, "whether this CPU can run the kernel");
   m.def("conv_levels", &conv_levels,
         "grouped levels of a PyConv written into their channel ranges of one output");
-  m.def("weight_grads", &weight_grads, "weight gradients of grouped levels of stride 1 or 2");
+  m.def("weight_grads", &weight_grads, "weight gradients of levels of stride 1 or 2");
   m.def("max_pool2d_with_positions", &max_pool2d_with_positions,
         "channels_last max pool and the position of each maximum in its window (uint8)");
   m.def("max_pool2d", &max_pool2d, "channels_last max pool (no positions: inference)");
