@@ -300,9 +300,17 @@ def input_grad(grad: torch.Tensor, levels: Sequence[nn.Conv2d], weights: Sequenc
 
 
 def activation_in_weight_grads(x: torch.Tensor) -> bool:
-    """Whether :func:`weight_grads` can apply an activation to ``x`` as it copies it:
+    """Whether :func:`weight_grads` can apply an activation to ``x`` as it reads it:
     channels_last, whole 16-channel blocks."""
     return x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] % 16 == 0
+
+
+def _channel_vectorised(x: torch.Tensor, level: nn.Conv2d) -> bool:
+    """Whether the weight gradient of ``level`` goes to the kernel's channel-vectorised
+    gradient of a dense level (``csrc/dense_weight_grad.cpp``): no groups, dilation 1, an
+    input :func:`activation_in_weight_grads` takes."""
+    return (level.groups == 1 and level.dilation[0] == 1 and level.kernel_size[0] in (3, 5, 7, 9)
+            and x.stride(1) == 1 and x.shape[1] % 16 == 0)
 
 
 def weight_grads(x: torch.Tensor, grad: torch.Tensor, levels: Sequence[nn.Conv2d],
@@ -313,25 +321,32 @@ def weight_grads(x: torch.Tensor, grad: torch.Tensor, levels: Sequence[nn.Conv2d
     the output gradient ``grad`` (N, C_out, H', W') and the input ``x`` (N, C_in, H, W).
 
     Grouped levels go to the kernel's weight-gradient pass, all in one call (it copies the
-    input once for them); a level without groups to the stock backward (oneDNN), which runs
-    a dense weight gradient about twice as fast as the kernel (stage 1's 64->16 3x3 at 56x56,
-    batch 8, 2 cores: 2.5 ms against 7.3).
+    input once for them). A level without groups on a channels_last input of whole
+    16-channel blocks goes to the kernel's channel-vectorised gradient, which reads the input
+    in place (batch 8, 2 cores: stage 1's strided 64->16 3x3 at 112x112 6.2 -> 3.1 ms,
+    stage 2's 128->32 at 56x56 5.4 -> 2.8, the stride-1 ones x1.1-1.3, against oneDNN's);
+    elsewhere to the stock backward (oneDNN).
 
     With ``activation = (scale, shift)`` (where :func:`activation_in_weight_grads`), the
-    levels' input is ``relu(x * scale + shift)``, formed as the kernel copies ``x``: every
+    levels' input is ``relu(x * scale + shift)``, formed as the kernel reads ``x``: every
     level goes to the kernel, the activated input is never written out.
     """
     grads: List[Optional[torch.Tensor]] = [None] * len(levels)
-    in_kernel = [i for i, lvl in enumerate(levels)
-                 if needed[i] and (lvl.groups > 1 or activation is not None)]
+    empty = x.new_empty(0)
+    scale, shift = ((empty, empty) if activation is None
+                    else (activation[0].detach().float(), activation[1].detach().float()))
+    dense = [i for i, lvl in enumerate(levels) if needed[i] and _channel_vectorised(x, lvl)]
+    for i in dense:
+        grads[i] = _ext.dense_weight_grad(x, grad, c_offsets[i], weights[i].shape[0],
+                                          levels[i].kernel_size[0], levels[i].stride[0],
+                                          scale, shift)
+    in_kernel = [i for i, lvl in enumerate(levels) if needed[i] and grads[i] is None
+                 and (lvl.groups > 1 or activation is not None)]
     if in_kernel:
-        empty = x.new_empty(0)
-        scale, shift = (empty, empty) if activation is None else activation
         computed = _ext.weight_grads(x, grad, [list(weights[i].shape) for i in in_kernel],
                                      [levels[i].dilation[0] for i in in_kernel],
                                      [c_offsets[i] for i in in_kernel],
-                                     levels[in_kernel[0]].stride[0], scale.detach().float(),
-                                     shift.detach().float())
+                                     levels[in_kernel[0]].stride[0], scale, shift)
         for i, weight_grad in zip(in_kernel, computed):
             grads[i] = weight_grad
     for i, lvl in enumerate(levels):

@@ -12,7 +12,7 @@ affine form ATen's CPU batch norm computes), then runs the PyConv's gradients on
 PyConv's forward and the norm's statistics are computed once. Where every level of the PyConv
 runs in our kernel, its forward applies the norm and the ReLU as it reads ``y`` (as in
 inference): the activated tensor is not written in the forward at all, and at stride 2
-(stage 1's first block) not in backward either: the weight gradients form it as they copy
+(stage 1's first block) not in backward either: the weight gradients form it as they read
 ``y`` (:func:`_activates_in_weight_grads`; 15.7 -> 13.5 ms for that block's weight gradients
 at batch 8, 2 cores). (Until stop 26 ``y``
 was dropped too and the 1x1 convolution run again in backward: 4.4 ms of a CPU step at batch
@@ -127,17 +127,17 @@ def _pyconv_backward(pyconv: PyConv2d, forms: Sequence[str], x: torch.Tensor,
 
 def _activates_in_weight_grads(forms: Sequence[str], pyconv: PyConv2d,
                                y: torch.Tensor) -> bool:
-    """Whether the PyConv's weight gradients form its activated input from ``y`` as they copy
+    """Whether the PyConv's weight gradients form its activated input from ``y`` as they read
     it (:func:`direct.weight_grads` with an activation) instead of reading a recomputed
-    activated tensor: where every level ran in the kernel, at stride 2, on an input the copy
-    activates, and, where a level has no groups (its gradient then comes from the kernel
-    too, not oneDNN), at most 64 input channels. Measured (batch 8, 2 cores, all weight
-    gradients): stage 1's first block, 64 channels at 112x112, 15.7 -> 13.5 ms; 128 channels
-    at 56x56 12.0 -> 13.5 (the kernel's dense gradient costs more than the write it saves)."""
-    if not (all(form == 'direct' for form in forms) and pyconv.levels[0].stride[0] == 2
-            and direct.activation_in_weight_grads(y)):
-        return False
-    return all(level.groups > 1 for level in pyconv.levels) or y.shape[1] <= 64
+    activated tensor: where every level ran in the kernel, at stride 2, on an input the kernel
+    activates. Measured (batch 8, 2 cores, all weight gradients): stage 1's first block, 64
+    channels at 112x112, 15.7 -> 13.5 ms with its dense level's gradient from the planar copy
+    (stop 31); since that gradient reads the input in place (stop 32, the same with and
+    without the activation), 11.2 against 11.3 ms for the gradients alone, so the 1.2 ms
+    write of the activated tensor is what it saves. At stride 1 (64 channels at 56x56) the
+    activation in the copy costs about what the write does."""
+    return (all(form == 'direct' for form in forms) and pyconv.levels[0].stride[0] == 2
+            and direct.activation_in_weight_grads(y))
 
 
 class _ReducedPyConv(torch.autograd.Function):
