@@ -29,7 +29,7 @@ def extensions() -> dict:
     ext = CppExtension('pyconv_mm.ops._direct_conv',
                        ['pyconv_mm/ops/csrc/direct_conv.cpp', 'pyconv_mm/ops/csrc/max_pool.cpp',
                         'pyconv_mm/ops/csrc/fingerprint.cpp', 'pyconv_mm/ops/csrc/batch_norm.cpp',
-                        'pyconv_mm/ops/csrc/dense_weight_grad.cpp'],
+                        'pyconv_mm/ops/csrc/channels_last_weight_grad.cpp'],
                        # -Wno-maybe-uninitialized: GCC 12 warns about the undefined pass-through
                        # operand inside its own AVX-512 intrinsics (avx512fintrin.h)
                        extra_compile_args=['-O3', '-fopenmp', '-Wno-maybe-uninitialized'],

@@ -306,11 +306,12 @@ def activation_in_weight_grads(x: torch.Tensor) -> bool:
 
 
 def _channel_vectorised(x: torch.Tensor, level: nn.Conv2d) -> bool:
-    """Whether the weight gradient of ``level`` goes to the kernel's channel-vectorised
-    gradient of a dense level (``csrc/dense_weight_grad.cpp``): no groups, dilation 1, an
-    input :func:`activation_in_weight_grads` takes."""
-    return (level.groups == 1 and level.dilation[0] == 1 and level.kernel_size[0] in (3, 5, 7, 9)
-            and x.stride(1) == 1 and x.shape[1] % 16 == 0)
+    """Whether the weight gradient of ``level`` goes to the kernel's gradient vectorised over
+    input channels (``csrc/channels_last_weight_grad.cpp``): a channels_last input, whole
+    16-channel blocks of it per group (a dense level, or e.g. stage 1's 5x5/G4 level, 16
+    channels a group), dilation 1."""
+    return (level.dilation[0] == 1 and level.kernel_size[0] in (3, 5, 7, 9)
+            and x.stride(1) == 1 and x.shape[1] % (16 * level.groups) == 0)
 
 
 def weight_grads(x: torch.Tensor, grad: torch.Tensor, levels: Sequence[nn.Conv2d],
@@ -320,12 +321,19 @@ def weight_grads(x: torch.Tensor, grad: torch.Tensor, levels: Sequence[nn.Conv2d
     """The gradient of each level's weight (None where not ``needed``) from its channels of
     the output gradient ``grad`` (N, C_out, H', W') and the input ``x`` (N, C_in, H, W).
 
-    Grouped levels go to the kernel's weight-gradient pass, all in one call (it copies the
-    input once for them). A level without groups on a channels_last input of whole
-    16-channel blocks goes to the kernel's channel-vectorised gradient, which reads the input
-    in place (batch 8, 2 cores: stage 1's strided 64->16 3x3 at 112x112 6.2 -> 3.1 ms,
-    stage 2's 128->32 at 56x56 5.4 -> 2.8, the stride-1 ones x1.1-1.3, against oneDNN's);
-    elsewhere to the stock backward (oneDNN).
+    On a channels_last input, a level with whole 16-channel blocks of input per group goes
+    to the kernel's gradient vectorised over channels, which reads the input in place (batch
+    8, 2 cores, against oneDNN: stage 1's strided dense 64->16 3x3 at 112x112 6.2 -> 3.1
+    ms, stage 2's 128->32 at 56x56 5.4 -> 2.8, the stride-1 ones x1.1-1.3; against the
+    kernel's column-vectorised pass: the 5x5/G4 levels x1.3-1.75, stage 2's 7x7/G8
+    x1.15-1.4, copy included). The other grouped levels go to the kernel's
+    column-vectorised pass, all in one call (it copies the input into column phases once
+    for them), and so do the grouped levels that could go by channels where that pass runs
+    anyway (stage 1's strided 5x5/G4 level: its weight gradients 7% slower without it); the
+    other levels without groups to the stock backward (oneDNN). All of a PyConv's weight
+    gradients against the stock backward and the column pass alone (paired medians of 21
+    rounds): stage 1's x1.17-1.22 (strided, activated) and x1.07, stage 2's x1.37 (strided)
+    and x1.15.
 
     With ``activation = (scale, shift)`` (where :func:`activation_in_weight_grads`), the
     levels' input is ``relu(x * scale + shift)``, formed as the kernel reads ``x``: every
@@ -335,11 +343,15 @@ def weight_grads(x: torch.Tensor, grad: torch.Tensor, levels: Sequence[nn.Conv2d
     empty = x.new_empty(0)
     scale, shift = ((empty, empty) if activation is None
                     else (activation[0].detach().float(), activation[1].detach().float()))
-    dense = [i for i, lvl in enumerate(levels) if needed[i] and _channel_vectorised(x, lvl)]
-    for i in dense:
-        grads[i] = _ext.dense_weight_grad(x, grad, c_offsets[i], weights[i].shape[0],
-                                          levels[i].kernel_size[0], levels[i].stride[0],
-                                          scale, shift)
+    by_channels = [i for i, lvl in enumerate(levels) if needed[i] and _channel_vectorised(x, lvl)]
+    if any(needed[i] and i not in by_channels and (lvl.groups > 1 or activation is not None)
+           for i, lvl in enumerate(levels)):
+        # the column-vectorised pass copies the input anyway: grouped levels ride along
+        by_channels = [i for i in by_channels if levels[i].groups == 1]
+    for i in by_channels:
+        grads[i] = _ext.channels_last_weight_grad(
+            x, grad, c_offsets[i], weights[i].shape[0], levels[i].groups,
+            levels[i].kernel_size[0], levels[i].stride[0], scale, shift)
     in_kernel = [i for i, lvl in enumerate(levels) if needed[i] and grads[i] is None
                  and (lvl.groups > 1 or activation is not None)]
     if in_kernel:

@@ -683,87 +683,107 @@ def test_weight_gradients_of_an_activated_input(stride, size):
 
 
 @needs_direct_kernel
-@pytest.mark.parametrize('kernel,stride,size,out_channels', [
-    (3, 1, (9, 13), 16), (3, 2, (12, 10), 24), (3, 2, (11, 7), 6), (5, 1, (10, 9), 12),
-    (5, 2, (4, 5), 3), (7, 1, (6, 11), 4), (9, 2, (10, 14), 5), (9, 1, (3, 2), 2)])
+@pytest.mark.parametrize('kernel,stride,size,out_channels,groups', [
+    (3, 1, (9, 13), 16, 1), (3, 2, (12, 10), 24, 1), (3, 2, (11, 7), 6, 1), (5, 1, (10, 9), 12, 2),
+    (5, 2, (4, 5), 3, 1), (7, 1, (6, 11), 4, 2), (9, 2, (10, 14), 5, 1), (9, 1, (3, 2), 2, 2)])
 @pytest.mark.parametrize('activated', [False, True])
-def test_dense_weight_gradient_reads_channels_last_input_in_place(kernel, stride, size,
-                                                                  out_channels, activated):
-    """The kernel's channel-vectorised gradient of a dense level equals oneDNN's on the
-    (activated) input, for every tile width (8, 4, 2, 1 output channels), images narrower
-    than the kernel, odd sizes at stride 2, and a gradient slice of a wider NCHW or
-    channels_last tensor."""
+def test_channels_last_weight_gradient_reads_the_input_in_place(kernel, stride, size,
+                                                                out_channels, groups, activated):
+    """The kernel's weight gradient vectorised over input channels equals oneDNN's on the
+    (activated) input, for every tile width (8, 4, 2, 1 output channels of a group), dense
+    and with two groups of 16 channels, images narrower than the kernel, odd sizes at stride
+    2, and a gradient slice of a wider NCHW or channels_last tensor."""
     from pyconv_mm.ops import direct
     torch.manual_seed(kernel * 10 + stride)
     x = torch.randn(2, 32, *size).contiguous(memory_format=torch.channels_last)
-    weight = torch.randn(out_channels, 32, kernel, kernel)
+    out_channels *= groups
+    weight = torch.randn(out_channels, 32 // groups, kernel, kernel)
     out_size = [(s - 1) // stride + 1 for s in size]
     scale, shift = torch.rand(32) + 0.5, torch.randn(32)
     read = torch.relu(x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)) if activated else x
     activation = (scale, shift) if activated else (torch.empty(0), torch.empty(0))
     for fmt in (torch.contiguous_format, torch.channels_last):
         grad = torch.randn(2, out_channels + 5, *out_size).contiguous(memory_format=fmt)
-        got = direct._ext.dense_weight_grad(x, grad, 3, out_channels, kernel, stride,
-                                            *activation)
+        got = direct._ext.channels_last_weight_grad(x, grad, 3, out_channels, groups, kernel,
+                                                    stride, *activation)
         want = torch.ops.aten.convolution_backward(
             grad.narrow(1, 3, out_channels), read, weight, None, [stride] * 2, [kernel // 2] * 2,
-            [1, 1], False, [0, 0], 1, [False, True, False])[1]
+            [1, 1], False, [0, 0], groups, [False, True, False])[1]
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
 
 
 @needs_direct_kernel
-def test_weight_gradients_of_dense_levels_come_from_the_channel_vectorised_kernel():
-    """``direct.weight_grads`` sends an ungrouped level on a channels_last input of whole
-    16-channel blocks to the channel-vectorised kernel (its sums, bit for bit), and keeps
-    the stock backward for an NCHW input or a dilated level."""
+def test_weight_gradients_by_channels_where_groups_hold_16_channel_blocks():
+    """``direct.weight_grads`` sends a level with whole 16-channel blocks of a channels_last
+    input per group (dense, or 16 channels a group) to the kernel's gradient vectorised over
+    channels (its sums, bit for bit), a level with fewer channels a group to the kernel's
+    column-vectorised pass, and a grouped level of 16 channels a group along with it where
+    that pass runs; the stock backward for a dilated dense level and for an NCHW input."""
     from pyconv_mm.ops import direct
     torch.manual_seed(0)
-    levels = [nn.Conv2d(16, 8, 3, padding=1, bias=False),
-              nn.Conv2d(16, 8, 3, padding=2, dilation=2, bias=False)]
+    levels = [nn.Conv2d(32, 8, 3, padding=1, bias=False),
+              nn.Conv2d(32, 8, 5, padding=2, groups=2, bias=False),
+              nn.Conv2d(32, 8, 3, padding=2, dilation=2, bias=False),
+              nn.Conv2d(32, 8, 7, padding=3, groups=4, bias=False)]
     weights = [level.weight for level in levels]
-    x = torch.randn(2, 16, 10, 12).contiguous(memory_format=torch.channels_last)
-    grad = torch.randn(2, 16, 10, 12)
-    empty = torch.empty(0)
-    dense, dilated = direct.weight_grads(x, grad, levels, weights, [0, 8], [True, True])
-    assert torch.equal(dense, direct._ext.dense_weight_grad(x, grad, 0, 8, 3, 1, empty, empty))
-    stock = [torch.ops.aten.convolution_backward(
-        grad.narrow(1, 8 * i, 8), x, w, None, [1, 1], list(lvl.padding), list(lvl.dilation),
-        False, [0, 0], 1, [False, True, False])[1]
-        for i, (lvl, w) in enumerate(zip(levels, weights))]
-    assert torch.equal(dilated, stock[1])
-    torch.testing.assert_close(dense, stock[0], rtol=1e-5, atol=1e-4)
+    x = torch.randn(2, 32, 10, 12).contiguous(memory_format=torch.channels_last)
+    grad, empty = torch.randn(2, 32, 10, 12), torch.empty(0)
+
+    def by_channels(i):
+        return direct._ext.channels_last_weight_grad(x, grad, 8 * i, 8, levels[i].groups,
+                                                     levels[i].kernel_size[0], 1, empty, empty)
+
+    def by_columns(i):
+        return direct._ext.weight_grads(x, grad, [list(weights[i].shape)], [1], [8 * i], 1,
+                                        empty, empty)[0]
+
+    def stock(x, i):
+        lvl = levels[i]
+        return torch.ops.aten.convolution_backward(
+            grad.narrow(1, 8 * i, 8), x, weights[i], None, [1, 1], list(lvl.padding),
+            list(lvl.dilation), False, [0, 0], lvl.groups, [False, True, False])[1]
+    offsets = [0, 8, 16, 24]
+    got = direct.weight_grads(x, grad, levels[:3], weights[:3], offsets[:3], [True] * 3)
+    assert torch.equal(got[0], by_channels(0)) and torch.equal(got[1], by_channels(1))
+    assert torch.equal(got[2], stock(x, 2))
+    got = direct.weight_grads(x, grad, levels, weights, offsets, [True] * 4)
+    assert torch.equal(got[0], by_channels(0)) and torch.equal(got[2], stock(x, 2))
+    assert torch.equal(got[1], by_columns(1)) and torch.equal(got[3], by_columns(3))
+    for i in range(4):
+        torch.testing.assert_close(got[i], stock(x, i), rtol=1e-5, atol=1e-4)
     nchw = direct.weight_grads(x.contiguous(), grad, levels[:1], weights[:1], [0], [True])[0]
-    assert torch.equal(nchw, torch.ops.aten.convolution_backward(
-        grad.narrow(1, 0, 8), x.contiguous(), weights[0], None, [1, 1], [1, 1], [1, 1], False,
-        [0, 0], 1, [False, True, False])[1])
+    assert torch.equal(nchw, stock(x.contiguous(), 0))
 
 
 @needs_direct_kernel
-def test_dense_weight_gradient_reports_bad_input():
+def test_channels_last_weight_gradient_reports_bad_input():
     from pyconv_mm.ops import direct
-    x = torch.randn(2, 16, 8, 8).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 32, 8, 8).contiguous(memory_format=torch.channels_last)
     grad, empty = torch.randn(2, 4, 8, 8), torch.empty(0)
 
-    def dense_grad(x, grad, c_offset=0, out_channels=4, kernel=3, stride=1, scale=empty,
-                   shift=empty):
-        return direct._ext.dense_weight_grad(x, grad, c_offset, out_channels, kernel, stride,
-                                             scale, shift)
+    def by_channels(x, grad, c_offset=0, out_channels=4, groups=1, kernel=3, stride=1,
+                    scale=empty, shift=empty):
+        return direct._ext.channels_last_weight_grad(x, grad, c_offset, out_channels, groups,
+                                                     kernel, stride, scale, shift)
     with pytest.raises(RuntimeError, match='must be channels_last with whole 16-channel blocks'):
-        dense_grad(x.contiguous(), grad)
+        by_channels(x.contiguous(), grad)
     with pytest.raises(RuntimeError, match='must be channels_last with whole 16-channel blocks'):
-        dense_grad(torch.randn(2, 8, 8, 8).contiguous(memory_format=torch.channels_last), grad)
+        by_channels(torch.randn(2, 8, 8, 8).contiguous(memory_format=torch.channels_last), grad)
+    with pytest.raises(RuntimeError, match="4 groups need to divide the input's 32 and the "
+                       "output's 4 channels, with whole 16-channel blocks"):
+        by_channels(x, grad, groups=4)
     with pytest.raises(RuntimeError, match='stride must be 1 or 2, got 3'):
-        dense_grad(x, grad, stride=3)
+        by_channels(x, grad, stride=3)
     with pytest.raises(RuntimeError, match=r'kernel size 4 not supported \(3, 5, 7 or 9\)'):
-        dense_grad(x, grad, kernel=4)
+        by_channels(x, grad, kernel=4)
     with pytest.raises(RuntimeError, match=r'gradient channels \[2, 6\) of \[2, 4, 8, 8\]'):
-        dense_grad(x, grad, c_offset=2)
+        by_channels(x, grad, c_offset=2)
     with pytest.raises(RuntimeError, match=r'expected \(2, >= 4, 4, 4\)'):
-        dense_grad(x, grad, stride=2)
-    with pytest.raises(RuntimeError, match=r'per input channel \(16\), got 3 and 16'):
-        dense_grad(x, grad, scale=torch.ones(3), shift=torch.zeros(16))
+        by_channels(x, grad, stride=2)
+    with pytest.raises(RuntimeError, match=r'per input channel \(32\), got 3 and 32'):
+        by_channels(x, grad, scale=torch.ones(3), shift=torch.zeros(32))
     with pytest.raises(RuntimeError, match='expected 4D float32 CPU tensors'):
-        dense_grad(x.double(), grad)
+        by_channels(x.double(), grad)
 
 
 @needs_direct_kernel

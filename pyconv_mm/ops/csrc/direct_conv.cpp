@@ -1219,10 +1219,10 @@ torch::Tensor max_pool2d_grad(const torch::Tensor& positions, const torch::Tenso
                               const std::vector<int64_t>& stride,
                               const std::vector<int64_t>& padding);
 
-// dense_weight_grad.cpp
-torch::Tensor dense_weight_grad(const torch::Tensor& x, const torch::Tensor& grad,
-                                int64_t c_offset, int64_t out_channels, int64_t kernel,
-                                int64_t stride, const torch::Tensor& scale,
+// channels_last_weight_grad.cpp
+torch::Tensor channels_last_weight_grad(const torch::Tensor& x, const torch::Tensor& grad,
+                                int64_t c_offset, int64_t out_channels, int64_t groups,
+                                int64_t kernel, int64_t stride, const torch::Tensor& scale,
                                 const torch::Tensor& shift);
 
 // fingerprint.cpp
@@ -1253,8 +1253,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("conv_levels", &conv_levels,
         "grouped levels of a PyConv written into their channel ranges of one output");
   m.def("weight_grads", &weight_grads, "weight gradients of levels of stride 1 or 2");
-  m.def("dense_weight_grad", &dense_weight_grad,
-        "weight gradient of a dense level from a channels_last input, vectorised over channels");
+  m.def("channels_last_weight_grad", &channels_last_weight_grad,
+        "weight gradient of a level with whole 16-channel blocks of input per group, from a "
+        "channels_last input, vectorised over its channels");
   m.def("max_pool2d_with_positions", &max_pool2d_with_positions,
         "channels_last max pool and the position of each maximum in its window (uint8)");
   m.def("max_pool2d", &max_pool2d, "channels_last max pool (no positions: inference)");
