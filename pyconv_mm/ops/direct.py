@@ -305,13 +305,20 @@ def activation_in_weight_grads(x: torch.Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] % 16 == 0
 
 
+#: The largest weight (floats) whose gradient goes by channels: each thread keeps one copy of
+#: it as accumulators, which must stay in L2. Stage 1 and 2's levels have 9-50 K floats;
+#: stage 3's (200-300 K) and stage 4's 3x3 (2.4 M) ran x0.5-0.95 against oneDNN.
+_BY_CHANNELS_MAX_WEIGHT = 64 << 10
+
+
 def _channel_vectorised(x: torch.Tensor, level: nn.Conv2d) -> bool:
     """Whether the weight gradient of ``level`` goes to the kernel's gradient vectorised over
     input channels (``csrc/channels_last_weight_grad.cpp``): a channels_last input, whole
     16-channel blocks of it per group (a dense level, or e.g. stage 1's 5x5/G4 level, 16
-    channels a group), dilation 1."""
+    channels a group), dilation 1, a weight of at most 64 K floats."""
     return (level.dilation[0] == 1 and level.kernel_size[0] in (3, 5, 7, 9)
-            and x.stride(1) == 1 and x.shape[1] % (16 * level.groups) == 0)
+            and x.stride(1) == 1 and x.shape[1] % (16 * level.groups) == 0
+            and level.weight.numel() <= _BY_CHANNELS_MAX_WEIGHT)
 
 
 def weight_grads(x: torch.Tensor, grad: torch.Tensor, levels: Sequence[nn.Conv2d],

@@ -718,7 +718,8 @@ def test_weight_gradients_by_channels_where_groups_hold_16_channel_blocks():
     input per group (dense, or 16 channels a group) to the kernel's gradient vectorised over
     channels (its sums, bit for bit), a level with fewer channels a group to the kernel's
     column-vectorised pass, and a grouped level of 16 channels a group along with it where
-    that pass runs; the stock backward for a dilated dense level and for an NCHW input."""
+    that pass runs; the stock backward for a dilated dense level, an NCHW input and a
+    weight too large for the per-thread accumulators."""
     from pyconv_mm.ops import direct
     torch.manual_seed(0)
     levels = [nn.Conv2d(32, 8, 3, padding=1, bias=False),
@@ -753,6 +754,12 @@ def test_weight_gradients_by_channels_where_groups_hold_16_channel_blocks():
         torch.testing.assert_close(got[i], stock(x, i), rtol=1e-5, atol=1e-4)
     nchw = direct.weight_grads(x.contiguous(), grad, levels[:1], weights[:1], [0], [True])[0]
     assert torch.equal(nchw, stock(x.contiguous(), 0))
+    wide = nn.Conv2d(32, 288, 3, padding=1, bias=False)  # 82 944 floats: its accumulators
+    wide_grad = torch.randn(2, 288, 10, 12)  # per thread would leave L2
+    assert torch.equal(
+        direct.weight_grads(x, wide_grad, [wide], [wide.weight], [0], [True])[0],
+        torch.ops.aten.convolution_backward(wide_grad, x, wide.weight, None, [1, 1], [1, 1],
+                                            [1, 1], False, [0, 0], 1, [False, True, False])[1])
 
 
 @needs_direct_kernel
