@@ -333,14 +333,14 @@ def weight_grads(x: torch.Tensor, grad: torch.Tensor, levels: Sequence[nn.Conv2d
     8, 2 cores, against oneDNN: stage 1's strided dense 64->16 3x3 at 112x112 6.2 -> 3.1
     ms, stage 2's 128->32 at 56x56 5.4 -> 2.8, the stride-1 ones x1.1-1.3; against the
     kernel's column-vectorised pass: the 5x5/G4 levels x1.3-1.75, stage 2's 7x7/G8
-    x1.15-1.4, copy included). The other grouped levels go to the kernel's
+    x1.3-1.5, copy included). The other grouped levels go to the kernel's
     column-vectorised pass, all in one call (it copies the input into column phases once
     for them), and so do the grouped levels that could go by channels where that pass runs
     anyway (stage 1's strided 5x5/G4 level: its weight gradients 7% slower without it); the
     other levels without groups to the stock backward (oneDNN). All of a PyConv's weight
     gradients against the stock backward and the column pass alone (paired medians of 21
-    rounds): stage 1's x1.17-1.22 (strided, activated) and x1.07, stage 2's x1.37 (strided)
-    and x1.15.
+    rounds): stage 1's x1.17-1.22 (strided, activated) and x1.07, stage 2's x1.4-1.75
+    (strided; oneDNN's strided dense gradient varies from call to call) and x1.3.
 
     With ``activation = (scale, shift)`` (where :func:`activation_in_weight_grads`), the
     levels' input is ``relu(x * scale + shift)``, formed as the kernel reads ``x``: every

@@ -10,7 +10,7 @@
 // loads, and the input is read in place (no planar copy). Against the stock backward (oneDNN)
 // and the direct kernel, batch 8, 2 cores: stage 1's strided dense 64 -> 16 3x3 at 112x112
 // 6.2 -> 3.1 ms, stage 2's 128 -> 32 at 56x56 5.4 -> 2.8; grouped, the 5x5/G4 levels
-// x1.3-1.75 and stage 2's 7x7/G8 x1.15-1.4.
+// x1.3-1.75 and stage 2's 7x7/G8 x1.3-1.5.
 //
 // Work is split in tasks of (image, band of output rows); each thread adds into its own
 // accumulators (K x K x C_out x C_in / G floats), summed at the end. With an activation
@@ -57,6 +57,22 @@ template <int K, int COT, bool kActivation, bool kSafe>
 inline void channels_grad_pixel(const float* x_row, int64_t x_pixel, const float* g,
                                 int64_t grad_channel, int64_t col0, int64_t W, __m512 a,
                                 __m512 b, __m512 (&acc)[COT][K]) {
+  // more than 24 accumulators (K = 7, 4 channels): one input pixel in a register at a time,
+  // the gradient broadcast from memory in each FMA (stage 2's 7x7/G8 level, 2 channels a
+  // tile with all K pixels in registers before: 4.3-4.4 -> 3.0-3.5 ms, batch 8)
+  if constexpr (COT * K > 24) {
+#pragma GCC unroll 9
+    for (int kx = 0; kx < K; ++kx) {
+      const int64_t col = col0 + kx;
+      if (kSafe && (col < 0 || col >= W)) continue;
+      __m512 v = _mm512_loadu_ps(x_row + col * x_pixel);
+      if (kActivation) v = _mm512_max_ps(_mm512_setzero_ps(), _mm512_fmadd_ps(v, a, b));
+#pragma GCC unroll 8
+      for (int co = 0; co < COT; ++co)
+        acc[co][kx] = _mm512_fmadd_ps(_mm512_set1_ps(g[co * grad_channel]), v, acc[co][kx]);
+    }
+    return;
+  }
   __m512 v[K];
 #pragma GCC unroll 9
   for (int kx = 0; kx < K; ++kx) {
@@ -125,12 +141,12 @@ void channels_grad_band(const ChannelsTask& t, int64_t y0, int64_t y1) {
 
 using ChannelsTileFn = void (*)(const ChannelsTask&, int64_t, int64_t);
 
-// Output channels per tile: the most of 8, 4, 2, 1 that divides C_out / G and keeps COT x K
-// accumulators, K input pixels, the activation's two vectors and a broadcast within the 32
-// registers (8 for K = 3, 4 for 5, 2 for 7 and 9).
+// Output channels per tile: the most of 8, 4, 2, 1 that divides C_out / G, at most 8 for K =
+// 3, 4 for K = 5 and 7, 2 for K = 9: the COT x K accumulators and what a pixel needs within
+// the 32 registers (for K = 7, 28 accumulators with one input pixel at a time).
 template <int K, bool kActivation>
 ChannelsTileFn pick_channels_tile(int64_t out_channels) {
-  constexpr int kMost = K == 3 ? 8 : (K == 5 ? 4 : 2);
+  constexpr int kMost = K == 3 ? 8 : (K == 9 ? 2 : 4);
   if constexpr (kMost >= 8)
     if (out_channels % 8 == 0) return &channels_grad_band<K, 8, kActivation>;
   if constexpr (kMost >= 4)
