@@ -7,10 +7,12 @@ in cache, and writes each level straight into its channels of the PyConv's outpu
 concatenation). It is built with the package (``tools/setup.sh``) and runs on CPUs with
 AVX-512 (F and VL), in fp32; with autograd (its own input and weight gradients, see
 :class:`LevelsFunction`) for stride-1 levels and for stride-2 levels of dilation 1 on inputs of
-even height and width; elsewhere :func:`usable` is False and the stock forms run. The same
-extension has the max pool that keeps a byte per output for its backward pass
-(:func:`max_pool2d_with_positions`, used by :mod:`pyconv_mm.ops.pool`).
-``PYCONV_DIRECT_KERNEL=0`` in the environment or :func:`set_enabled` turns both off.
+even height and width; elsewhere :func:`usable` is False and the stock forms run. The weight
+gradient of a level with whole 16-channel blocks of a channels_last input per group comes from
+a second kernel, vectorised over input channels (``csrc/channels_last_weight_grad.cpp``, see
+:func:`weight_grads`). The same extension has the max pool that keeps a byte per output for
+its backward pass (:func:`max_pool2d_with_positions`, used by :mod:`pyconv_mm.ops.pool`).
+``PYCONV_DIRECT_KERNEL=0`` in the environment or :func:`set_enabled` turns them all off.
 
 Example:
     >>> out = empty_output(x, 64, (56, 56))
