@@ -352,17 +352,17 @@ def weight_grads(x: torch.Tensor, grad: torch.Tensor, levels: Sequence[nn.Conv2d
     empty = x.new_empty(0)
     scale, shift = ((empty, empty) if activation is None
                     else (activation[0].detach().float(), activation[1].detach().float()))
-    by_channels = [i for i, lvl in enumerate(levels) if needed[i] and _channel_vectorised(x, lvl)]
-    if any(needed[i] and i not in by_channels and (lvl.groups > 1 or activation is not None)
-           for i, lvl in enumerate(levels)):
-        # the column-vectorised pass copies the input anyway: grouped levels ride along
+    wanted = [i for i in range(len(levels)) if needed[i]]
+    by_channels = [i for i in wanted if _channel_vectorised(x, levels[i])]
+    in_kernel = [i for i in wanted if i not in by_channels
+                 and (levels[i].groups > 1 or activation is not None)]
+    if in_kernel:  # the column-vectorised pass copies the input anyway: grouped levels ride
+        in_kernel = sorted(in_kernel + [i for i in by_channels if levels[i].groups > 1])
         by_channels = [i for i in by_channels if levels[i].groups == 1]
     for i in by_channels:
         grads[i] = _ext.channels_last_weight_grad(
             x, grad, c_offsets[i], weights[i].shape[0], levels[i].groups,
             levels[i].kernel_size[0], levels[i].stride[0], scale, shift)
-    in_kernel = [i for i, lvl in enumerate(levels) if needed[i] and grads[i] is None
-                 and (lvl.groups > 1 or activation is not None)]
     if in_kernel:
         computed = _ext.weight_grads(x, grad, [list(weights[i].shape) for i in in_kernel],
                                      [levels[i].dilation[0] for i in in_kernel],

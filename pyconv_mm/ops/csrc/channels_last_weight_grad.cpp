@@ -51,6 +51,16 @@ struct ChannelsTask {
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vl,fma")
 
+// Input pixel `col` of row `x_row` (16 channels), activated where kActivation; zeros outside
+// the image's W columns where kSafe.
+template <bool kActivation, bool kSafe>
+inline __m512 input_pixel(const float* x_row, int64_t x_pixel, int64_t col, int64_t W, __m512 a,
+                          __m512 b) {
+  if (kSafe && (col < 0 || col >= W)) return _mm512_setzero_ps();
+  const __m512 v = _mm512_loadu_ps(x_row + col * x_pixel);
+  return kActivation ? _mm512_max_ps(_mm512_setzero_ps(), _mm512_fmadd_ps(v, a, b)) : v;
+}
+
 // One output pixel: its K input pixels (input row `x_row`, columns col0 .. col0 + K - 1, 16
 // channels) times COT output-gradient values. kSafe: columns outside the image are zeros.
 template <int K, int COT, bool kActivation, bool kSafe>
@@ -63,32 +73,22 @@ inline void channels_grad_pixel(const float* x_row, int64_t x_pixel, const float
   if constexpr (COT * K > 24) {
 #pragma GCC unroll 9
     for (int kx = 0; kx < K; ++kx) {
-      const int64_t col = col0 + kx;
-      if (kSafe && (col < 0 || col >= W)) continue;
-      __m512 v = _mm512_loadu_ps(x_row + col * x_pixel);
-      if (kActivation) v = _mm512_max_ps(_mm512_setzero_ps(), _mm512_fmadd_ps(v, a, b));
+      const __m512 v = input_pixel<kActivation, kSafe>(x_row, x_pixel, col0 + kx, W, a, b);
 #pragma GCC unroll 8
       for (int co = 0; co < COT; ++co)
         acc[co][kx] = _mm512_fmadd_ps(_mm512_set1_ps(g[co * grad_channel]), v, acc[co][kx]);
     }
-    return;
-  }
-  __m512 v[K];
+  } else {
+    __m512 v[K];
 #pragma GCC unroll 9
-  for (int kx = 0; kx < K; ++kx) {
-    const int64_t col = col0 + kx;
-    if (kSafe && (col < 0 || col >= W)) {
-      v[kx] = _mm512_setzero_ps();
-      continue;
-    }
-    v[kx] = _mm512_loadu_ps(x_row + col * x_pixel);
-    if (kActivation) v[kx] = _mm512_max_ps(_mm512_setzero_ps(), _mm512_fmadd_ps(v[kx], a, b));
-  }
+    for (int kx = 0; kx < K; ++kx)
+      v[kx] = input_pixel<kActivation, kSafe>(x_row, x_pixel, col0 + kx, W, a, b);
 #pragma GCC unroll 8
-  for (int co = 0; co < COT; ++co) {
-    const __m512 gb = _mm512_set1_ps(g[co * grad_channel]);
+    for (int co = 0; co < COT; ++co) {
+      const __m512 gb = _mm512_set1_ps(g[co * grad_channel]);
 #pragma GCC unroll 9
-    for (int kx = 0; kx < K; ++kx) acc[co][kx] = _mm512_fmadd_ps(gb, v[kx], acc[co][kx]);
+      for (int kx = 0; kx < K; ++kx) acc[co][kx] = _mm512_fmadd_ps(gb, v[kx], acc[co][kx]);
+    }
   }
 }
 

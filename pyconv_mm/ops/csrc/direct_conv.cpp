@@ -1221,9 +1221,9 @@ torch::Tensor max_pool2d_grad(const torch::Tensor& positions, const torch::Tenso
 
 // channels_last_weight_grad.cpp
 torch::Tensor channels_last_weight_grad(const torch::Tensor& x, const torch::Tensor& grad,
-                                int64_t c_offset, int64_t out_channels, int64_t groups,
-                                int64_t kernel, int64_t stride, const torch::Tensor& scale,
-                                const torch::Tensor& shift);
+                                        int64_t c_offset, int64_t out_channels, int64_t groups,
+                                        int64_t kernel, int64_t stride,
+                                        const torch::Tensor& scale, const torch::Tensor& shift);
 
 // fingerprint.cpp
 int64_t fingerprint(const std::vector<c10::optional<torch::Tensor>>& tensors);
