@@ -48,9 +48,9 @@ def enabled() -> bool:
 
 
 def usable(x: torch.Tensor, level: nn.Conv2d) -> bool:
-    """Whether the kernel can compute ``level`` (an ``nn.Conv2d``, grouped or not) on ``x`` now. With
-    autograd (training), the levels whose gradients it has: kernel 3, 5, 7 or 9, and stride 1,
-    or stride 2 with dilation 1 on an input of even height and width (see
+    """Whether the kernel can compute ``level`` (an ``nn.Conv2d``, grouped or not) on ``x``
+    now. With autograd (training), the levels whose gradients it has: kernel 3, 5, 7 or 9, and
+    stride 1, or stride 2 with dilation 1 on an input of even height and width (see
     :func:`stride2_kernel_size`)."""
     if not enabled() or x.dim() != 4 or x.device.type != 'cpu' or x.dtype != torch.float32:
         return False
