@@ -8,10 +8,11 @@ concatenation). It is built with the package (``tools/setup.sh``) and runs on CP
 AVX-512 (F and VL), in fp32; with autograd (its own input and weight gradients, see
 :class:`LevelsFunction`) for stride-1 levels and for stride-2 levels of dilation 1 on inputs of
 even height and width; elsewhere :func:`usable` is False and the stock forms run. The weight
-gradient of a level with whole 16-channel blocks of a channels_last input per group comes from
-a second kernel, vectorised over input channels (``csrc/channels_last_weight_grad.cpp``, see
-:func:`weight_grads`). The same extension has the max pool that keeps a byte per output for
-its backward pass (:func:`max_pool2d_with_positions`, used by :mod:`pyconv_mm.ops.pool`).
+gradient of a level with whole 16-channel blocks of a channels_last input per group (at stride
+1 also groups of 2, 4 or 8 channels) comes from a second kernel, vectorised over input channels
+(``csrc/channels_last_weight_grad.cpp``, see :func:`weight_grads`). The same extension has the
+max pool that keeps a byte per output for its backward pass (:func:`max_pool2d_with_positions`,
+used by :mod:`pyconv_mm.ops.pool`).
 ``PYCONV_DIRECT_KERNEL=0`` in the environment or :func:`set_enabled` turns them all off.
 
 Example:
@@ -315,12 +316,21 @@ _BY_CHANNELS_MAX_WEIGHT = 64 << 10
 
 def _channel_vectorised(x: torch.Tensor, level: nn.Conv2d) -> bool:
     """Whether the weight gradient of ``level`` goes to the kernel's gradient vectorised over
-    input channels (``csrc/channels_last_weight_grad.cpp``): a channels_last input, whole
-    16-channel blocks of it per group (a dense level, or e.g. stage 1's 5x5/G4 level, 16
-    channels a group), dilation 1, a weight of at most 64 K floats."""
-    return (level.dilation[0] == 1 and level.kernel_size[0] in (3, 5, 7, 9)
-            and x.stride(1) == 1 and x.shape[1] % (16 * level.groups) == 0
-            and level.weight.numel() <= _BY_CHANNELS_MAX_WEIGHT)
+    input channels (``csrc/channels_last_weight_grad.cpp``): a channels_last input, dilation
+    1, a weight of at most 64 K floats, and whole 16-channel blocks of input per group (a
+    dense level, or e.g. stage 1's 5x5/G4 level, 16 channels a group) or, at stride 1, lane
+    groups of 2, 4 or 8 input channels and at most as many outputs per group (stage 1's
+    7x7/G8 and 9x9/G16 levels: batch 8, 2 cores (Zen 5), 0.94 -> 0.65 and 1.00 -> 0.67 ms,
+    the three grouped levels 2.67 -> 1.91 ms; at stride 2 the column pass, which copies the
+    input once for three levels, stays faster: 3.70 against 4.03 ms)."""
+    if not (level.dilation[0] == 1 and level.kernel_size[0] in (3, 5, 7, 9)
+            and x.stride(1) == 1 and level.weight.numel() <= _BY_CHANNELS_MAX_WEIGHT):
+        return False
+    in_per_group = x.shape[1] // level.groups
+    if x.shape[1] % (16 * level.groups) == 0:
+        return True
+    return (level.stride[0] == 1 and x.shape[1] % 16 == 0 and in_per_group in (2, 4, 8)
+            and level.out_channels // level.groups <= in_per_group)
 
 
 def weight_grads(x: torch.Tensor, grad: torch.Tensor, levels: Sequence[nn.Conv2d],
@@ -330,7 +340,8 @@ def weight_grads(x: torch.Tensor, grad: torch.Tensor, levels: Sequence[nn.Conv2d
     """The gradient of each level's weight (None where not ``needed``) from its channels of
     the output gradient ``grad`` (N, C_out, H', W') and the input ``x`` (N, C_in, H, W).
 
-    On a channels_last input, a level with whole 16-channel blocks of input per group goes
+    On a channels_last input, a level with whole 16-channel blocks of input per group (or,
+    at stride 1, lane groups of 2, 4 or 8 channels: see :func:`_channel_vectorised`) goes
     to the kernel's gradient vectorised over channels, which reads the input in place (batch
     8, 2 cores, against oneDNN: stage 1's strided dense 64->16 3x3 at 112x112 6.2 -> 3.1
     ms, stage 2's 128->32 at 56x56 5.4 -> 2.8, the stride-1 ones x1.1-1.3; against the

@@ -685,14 +685,19 @@ def test_weight_gradients_of_an_activated_input(stride, size):
 @needs_direct_kernel
 @pytest.mark.parametrize('kernel,stride,size,out_channels,groups', [
     (3, 1, (9, 13), 16, 1), (3, 2, (12, 10), 24, 1), (3, 2, (11, 7), 6, 1), (5, 1, (10, 9), 12, 2),
-    (5, 2, (4, 5), 3, 1), (7, 1, (6, 11), 4, 2), (9, 2, (10, 14), 5, 1), (9, 1, (3, 2), 2, 2)])
+    (5, 2, (4, 5), 3, 1), (7, 1, (6, 11), 4, 2), (9, 2, (10, 14), 5, 1), (9, 1, (3, 2), 2, 2),
+    # lane groups: 8, 4 or 2 input channels a group, one or two outputs a step
+    (7, 1, (6, 11), 2, 4), (7, 2, (12, 10), 3, 4), (9, 1, (20, 23), 1, 8), (9, 2, (10, 14), 4, 8),
+    (3, 1, (9, 13), 2, 16), (5, 2, (11, 7), 1, 16), (5, 1, (3, 2), 8, 4)])
 @pytest.mark.parametrize('activated', [False, True])
 def test_channels_last_weight_gradient_reads_the_input_in_place(kernel, stride, size,
                                                                 out_channels, groups, activated):
     """The kernel's weight gradient vectorised over input channels equals oneDNN's on the
     (activated) input, for every tile width (8, 4, 2, 1 output channels of a group), dense
-    and with two groups of 16 channels, images narrower than the kernel, odd sizes at stride
-    2, and a gradient slice of a wider NCHW or channels_last tensor."""
+    and with two groups of 16 channels, lane groups of 8, 4 and 2 channels (an odd number of
+    outputs a group, as many outputs as inputs), images narrower than the kernel or than a
+    window of output pixels, odd sizes at stride 2, and a gradient slice of a wider NCHW or
+    channels_last tensor."""
     from pyconv_mm.ops import direct
     torch.manual_seed(kernel * 10 + stride)
     x = torch.randn(2, 32, *size).contiguous(memory_format=torch.channels_last)
@@ -715,43 +720,54 @@ def test_channels_last_weight_gradient_reads_the_input_in_place(kernel, stride, 
 @needs_direct_kernel
 def test_weight_gradients_by_channels_where_groups_hold_16_channel_blocks():
     """``direct.weight_grads`` sends a level with whole 16-channel blocks of a channels_last
-    input per group (dense, or 16 channels a group) to the kernel's gradient vectorised over
-    channels (its sums, bit for bit), a level with fewer channels a group to the kernel's
-    column-vectorised pass, and a grouped level of 16 channels a group along with it where
-    that pass runs; the stock backward for a dilated dense level, an NCHW input and a
-    weight too large for the per-thread accumulators."""
+    input per group (dense, or 16 channels a group), or at stride 1 lane groups of 8, 4 or 2
+    channels, to the kernel's gradient vectorised over channels (its sums, bit for bit), other
+    grouped levels (one channel a group; lane groups at stride 2) to the kernel's
+    column-vectorised pass, and the other grouped levels along with them where that pass
+    runs; the stock backward for a dilated dense level, an NCHW input and a weight
+    too large for the per-thread accumulators."""
     from pyconv_mm.ops import direct
     torch.manual_seed(0)
     levels = [nn.Conv2d(32, 8, 3, padding=1, bias=False),
               nn.Conv2d(32, 8, 5, padding=2, groups=2, bias=False),
               nn.Conv2d(32, 8, 3, padding=2, dilation=2, bias=False),
-              nn.Conv2d(32, 8, 7, padding=3, groups=4, bias=False)]
+              nn.Conv2d(32, 8, 7, padding=3, groups=4, bias=False),
+              nn.Conv2d(32, 32, 3, padding=1, groups=32, bias=False)]
     weights = [level.weight for level in levels]
+    offsets = [0, 8, 16, 24, 32]
     x = torch.randn(2, 32, 10, 12).contiguous(memory_format=torch.channels_last)
-    grad, empty = torch.randn(2, 32, 10, 12), torch.empty(0)
+    grad, empty = torch.randn(2, 64, 10, 12), torch.empty(0)
 
     def by_channels(i):
-        return direct._ext.channels_last_weight_grad(x, grad, 8 * i, 8, levels[i].groups,
-                                                     levels[i].kernel_size[0], 1, empty, empty)
+        return direct._ext.channels_last_weight_grad(x, grad, offsets[i], weights[i].shape[0],
+                                                     levels[i].groups, levels[i].kernel_size[0],
+                                                     1, empty, empty)
 
     def by_columns(i):
-        return direct._ext.weight_grads(x, grad, [list(weights[i].shape)], [1], [8 * i], 1,
-                                        empty, empty)[0]
+        return direct._ext.weight_grads(x, grad, [list(weights[i].shape)], [1], [offsets[i]],
+                                        1, empty, empty)[0]
 
     def stock(x, i):
         lvl = levels[i]
         return torch.ops.aten.convolution_backward(
-            grad.narrow(1, 8 * i, 8), x, weights[i], None, [1, 1], list(lvl.padding),
-            list(lvl.dilation), False, [0, 0], lvl.groups, [False, True, False])[1]
-    offsets = [0, 8, 16, 24]
-    got = direct.weight_grads(x, grad, levels[:3], weights[:3], offsets[:3], [True] * 3)
+            grad.narrow(1, offsets[i], weights[i].shape[0]), x, weights[i], None, [1, 1],
+            list(lvl.padding), list(lvl.dilation), False, [0, 0], lvl.groups,
+            [False, True, False])[1]
+    got = direct.weight_grads(x, grad, levels[:4], weights[:4], offsets[:4], [True] * 4)
     assert torch.equal(got[0], by_channels(0)) and torch.equal(got[1], by_channels(1))
-    assert torch.equal(got[2], stock(x, 2))
-    got = direct.weight_grads(x, grad, levels, weights, offsets, [True] * 4)
+    assert torch.equal(got[2], stock(x, 2)) and torch.equal(got[3], by_channels(3))
+    got = direct.weight_grads(x, grad, levels, weights, offsets, [True] * 5)
     assert torch.equal(got[0], by_channels(0)) and torch.equal(got[2], stock(x, 2))
-    assert torch.equal(got[1], by_columns(1)) and torch.equal(got[3], by_columns(3))
-    for i in range(4):
+    for i in (1, 3, 4):  # where the column pass runs, the grouped levels ride along
+        assert torch.equal(got[i], by_columns(i))
+    for i in range(5):
         torch.testing.assert_close(got[i], stock(x, i), rtol=1e-5, atol=1e-4)
+    strided = nn.Conv2d(32, 8, 7, stride=2, padding=3, groups=4, bias=False)
+    strided_grad = torch.randn(2, 8, 5, 6)
+    assert torch.equal(
+        direct.weight_grads(x, strided_grad, [strided], [strided.weight], [0], [True])[0],
+        direct._ext.weight_grads(x, strided_grad, [list(strided.weight.shape)], [1], [0], 2,
+                                 empty, empty)[0])
     nchw = direct.weight_grads(x.contiguous(), grad, levels[:1], weights[:1], [0], [True])[0]
     assert torch.equal(nchw, stock(x.contiguous(), 0))
     wide = nn.Conv2d(32, 288, 3, padding=1, bias=False)  # 82 944 floats: its accumulators
@@ -777,8 +793,11 @@ def test_channels_last_weight_gradient_reports_bad_input():
     with pytest.raises(RuntimeError, match='must be channels_last with whole 16-channel blocks'):
         by_channels(torch.randn(2, 8, 8, 8).contiguous(memory_format=torch.channels_last), grad)
     with pytest.raises(RuntimeError, match="4 groups need to divide the input's 32 and the "
-                       "output's 4 channels, with whole 16-channel blocks"):
-        by_channels(x, grad, groups=4)
+                       "output's 36 channels, with whole 16-channel blocks of input per group, "
+                       "or 2, 4 or 8 input channels and at most as many output channels"):
+        by_channels(x, grad, out_channels=36, groups=4)
+    with pytest.raises(RuntimeError, match="32 groups need to divide"):
+        by_channels(x, torch.randn(2, 32, 8, 8), out_channels=32, groups=32)
     with pytest.raises(RuntimeError, match='stride must be 1 or 2, got 3'):
         by_channels(x, grad, stride=3)
     with pytest.raises(RuntimeError, match=r'kernel size 4 not supported \(3, 5, 7 or 9\)'):

@@ -1,6 +1,7 @@
 // Weight gradient of a convolution level from a channels_last input (fp32, AVX-512),
-// vectorised over input channels: dense levels and grouped ones with whole 16-channel blocks
-// of input per group.
+// vectorised over input channels: dense levels, grouped ones with whole 16-channel blocks of
+// input per group, and groups of 2, 4 or 8 input channels, several to a block (lane groups,
+// see lanes_grad_band).
 //
 // The direct kernel (direct_conv.cpp) vectorises over output columns, which suits groups of
 // few channels; with 16 or more input channels per group, a channels_last input holds 16 of
@@ -137,6 +138,95 @@ void channels_grad_band(const ChannelsTask& t, int64_t y0, int64_t y1) {
     }
 }
 
+
+// Groups of fewer than 16 input channels (ipg = 2, 4 or 8; stage 1's 7x7/G8 and 9x9/G16
+// levels): a 16-channel block holds 16 / ipg groups, and lane l of an accumulator sums output
+// channel j of group l / ipg against that group's input channel l % ipg. The gradient vector
+// of j repeats each group's value over its ipg lanes (one masked load of the block's groups'
+// output channels and a permute). Each output pixel then needs only J FMAs per input pixel,
+// so T output pixels of a row share a sliding window of input pixels: S * (T - 1) + K loads
+// for T * J * K FMAs. The accumulators are kept as [ky][kx][ci block][j][16 lanes].
+template <int K, int S, int J, int T, bool kActivation>
+void lanes_grad_band(const ChannelsTask& t, int64_t y0, int64_t y1) {
+  constexpr int kWindow = S * (T - 1) + K;  // input pixels that T output pixels read
+  const int64_t ipg = t.in_per_group, opg = t.out_per_group, blocks = t.C / 16;
+  const __mmask16 grad_lanes = static_cast<__mmask16>((1u << (16 / ipg * opg)) - 1u);
+  for (int ky = 0; ky < K; ++ky)
+    for (int64_t block = 0; block < blocks; ++block) {
+      const int64_t ci0 = block * 16;
+      const __m512 a = kActivation ? _mm512_loadu_ps(t.scale + ci0) : _mm512_setzero_ps();
+      const __m512 b = kActivation ? _mm512_loadu_ps(t.shift + ci0) : _mm512_setzero_ps();
+      const int64_t co_first = ci0 / ipg * opg;  // the block's first group's output channel 0
+      for (int64_t j0 = 0; j0 < opg; j0 += J) {
+        __m512i spread[J];  // lane l -> the gradient of output j0 + jj of its group
+        alignas(64) int32_t index[16];
+#pragma GCC unroll 2
+        for (int jj = 0; jj < J; ++jj) {
+          for (int l = 0; l < 16; ++l) index[l] = static_cast<int32_t>(l / ipg * opg + j0 + jj);
+          spread[jj] = _mm512_load_si512(index);
+        }
+        __m512 acc[J][K];
+        float* const acc_at = t.acc + ((ky * K * blocks + block) * opg + j0) * 16;
+#pragma GCC unroll 2
+        for (int jj = 0; jj < J; ++jj)
+#pragma GCC unroll 9
+          for (int kx = 0; kx < K; ++kx)
+            acc[jj][kx] = _mm512_loadu_ps(acc_at + (kx * blocks * opg + jj) * 16);
+        for (int64_t y = y0; y < y1; ++y) {
+          const int64_t row = S * y + ky - t.P;
+          if (row < 0 || row >= t.H) continue;
+          const float* x_row = t.x + row * t.x_row + ci0;
+          const float* g_row = t.grad + y * t.grad_row + co_first * t.grad_channel;
+          for (int64_t ox0 = 0; ox0 < t.Wo; ox0 += T) {
+            __m512 g[T][J];
+#pragma GCC unroll 16
+            for (int i = 0; i < T; ++i) {
+              __m512 values = _mm512_setzero_ps();
+              if (ox0 + i < t.Wo) {
+                const float* at = g_row + (ox0 + i) * t.grad_pixel;
+                if (t.grad_channel == 1) {
+                  values = _mm512_maskz_loadu_ps(grad_lanes, at);
+                } else {
+                  alignas(64) float gathered[16] = {};
+                  for (int64_t c = 0; c < 16 / ipg * opg; ++c) gathered[c] = at[c * t.grad_channel];
+                  values = _mm512_load_ps(gathered);
+                }
+              }
+#pragma GCC unroll 2
+              for (int jj = 0; jj < J; ++jj) g[i][jj] = _mm512_permutexvar_ps(spread[jj], values);
+            }
+            const int64_t col0 = S * ox0 - t.P;
+            auto window = [&](auto safe) {
+#pragma GCC unroll 64
+              for (int w = 0; w < kWindow; ++w) {
+                const __m512 v = input_pixel<kActivation, decltype(safe)::value>(
+                    x_row, t.x_pixel, col0 + w, t.W, a, b);
+#pragma GCC unroll 16
+                for (int i = 0; i < T; ++i) {
+                  const int kx = w - S * i;
+                  if (kx >= 0 && kx < K) {
+#pragma GCC unroll 2
+                    for (int jj = 0; jj < J; ++jj)
+                      acc[jj][kx] = _mm512_fmadd_ps(g[i][jj], v, acc[jj][kx]);
+                  }
+                }
+              }
+            };
+            if (col0 >= 0 && col0 + kWindow <= t.W)
+              window(std::false_type{});
+            else
+              window(std::true_type{});
+          }
+        }
+#pragma GCC unroll 2
+        for (int jj = 0; jj < J; ++jj)
+#pragma GCC unroll 9
+          for (int kx = 0; kx < K; ++kx)
+            _mm512_storeu_ps(acc_at + (kx * blocks * opg + jj) * 16, acc[jj][kx]);
+      }
+    }
+}
+
 #pragma GCC pop_options
 
 using ChannelsTileFn = void (*)(const ChannelsTask&, int64_t, int64_t);
@@ -155,15 +245,47 @@ ChannelsTileFn pick_channels_tile(int64_t out_channels) {
   return &channels_grad_band<K, 1, kActivation>;
 }
 
+// Output pixels of a lane-group window: the most of 16, 8, 6, 4, 2 for which the J x K
+// accumulators, T x J gradient vectors, an input pixel, the activation and the permute
+// indices fit 31 registers (9x9, one output a group: 16; 7x7 with two: 6).
+constexpr int lanes_window(int K, int J) {
+  for (int T : {16, 8, 6, 4, 2})
+    if (J * K + T * J + 5 <= 31) return T;
+  return 1;
+}
+
+template <int K, int S, bool kActivation>
+ChannelsTileFn pick_lanes_tile(int64_t out_per_group) {
+  if (out_per_group % 2 == 0) return &lanes_grad_band<K, S, 2, lanes_window(K, 2), kActivation>;
+  return &lanes_grad_band<K, S, 1, lanes_window(K, 1), kActivation>;
+}
+
+template <int K, bool kActivation>
+ChannelsTileFn pick_kernel_tile(int64_t in_per_group, int64_t out_per_group, int64_t stride) {
+  if (in_per_group % 16 == 0) return pick_channels_tile<K, kActivation>(out_per_group);
+  return stride == 1 ? pick_lanes_tile<K, 1, kActivation>(out_per_group)
+                     : pick_lanes_tile<K, 2, kActivation>(out_per_group);
+}
+
 template <bool kActivation>
-ChannelsTileFn pick_channels_grad(int64_t kernel, int64_t out_channels) {
+ChannelsTileFn pick_channels_grad(int64_t kernel, int64_t in_per_group, int64_t out_per_group,
+                                  int64_t stride) {
   switch (kernel) {
-    case 3: return pick_channels_tile<3, kActivation>(out_channels);
-    case 5: return pick_channels_tile<5, kActivation>(out_channels);
-    case 7: return pick_channels_tile<7, kActivation>(out_channels);
-    case 9: return pick_channels_tile<9, kActivation>(out_channels);
+    case 3: return pick_kernel_tile<3, kActivation>(in_per_group, out_per_group, stride);
+    case 5: return pick_kernel_tile<5, kActivation>(in_per_group, out_per_group, stride);
+    case 7: return pick_kernel_tile<7, kActivation>(in_per_group, out_per_group, stride);
+    case 9: return pick_kernel_tile<9, kActivation>(in_per_group, out_per_group, stride);
     default: return nullptr;
   }
+}
+
+// Whether the kernel takes groups of `in_per_group` input and `out_per_group` output
+// channels: whole 16-channel blocks of input, or 2, 4 or 8 input channels (lane groups) and
+// at most as many output channels (a block's groups' outputs in one gradient vector).
+bool takes_groups(int64_t in_per_group, int64_t out_per_group) {
+  if (in_per_group % 16 == 0) return true;
+  return (in_per_group == 2 || in_per_group == 4 || in_per_group == 8) &&
+         out_per_group <= in_per_group;
 }
 
 }  // namespace
@@ -189,13 +311,15 @@ torch::Tensor channels_last_weight_grad(const torch::Tensor& x, const torch::Ten
               " with strides ", x.strides());
   TORCH_CHECK(stride == 1 || stride == 2, kWhat, "stride must be 1 or 2, got ", stride);
   TORCH_CHECK(groups >= 1 && C % groups == 0 && out_channels % groups == 0 &&
-                  (C / groups) % 16 == 0,
+                  takes_groups(C / groups, out_channels / groups),
               kWhat, groups, " groups need to divide the input's ", C, " and the output's ",
-              out_channels, " channels, with whole 16-channel blocks of input per group");
+              out_channels, " channels, with whole 16-channel blocks of input per group, or "
+              "2, 4 or 8 input channels and at most as many output channels per group");
   const int64_t in_per_group = C / groups, out_per_group = out_channels / groups;
   const bool activation = scale.numel() > 0;
-  const ChannelsTileFn fn = activation ? pick_channels_grad<true>(kernel, out_per_group)
-                                       : pick_channels_grad<false>(kernel, out_per_group);
+  const ChannelsTileFn fn =
+      activation ? pick_channels_grad<true>(kernel, in_per_group, out_per_group, stride)
+                 : pick_channels_grad<false>(kernel, in_per_group, out_per_group, stride);
   TORCH_CHECK(fn != nullptr, kWhat, "kernel size ", kernel, " not supported (3, 5, 7 or 9)");
   const int64_t P = (kernel - 1) / 2;
   const int64_t Ho = (H - 1) / stride + 1, Wo = (W - 1) / stride + 1;
@@ -247,12 +371,17 @@ torch::Tensor channels_last_weight_grad(const torch::Tensor& x, const torch::Ten
   });
   auto result = torch::empty({out_channels, in_per_group, kernel, kernel}, x.options());
   float* r = result.data_ptr<float>();
+  const bool lane_groups = in_per_group % 16 != 0;  // accumulators [ky][kx][block][j][lane]
   for (int64_t co = 0; co < out_channels; ++co)
     for (int64_t ci = 0; ci < in_per_group; ++ci)
       for (int64_t ky = 0; ky < kernel; ++ky)
         for (int64_t kx = 0; kx < kernel; ++kx) {
           float sum = 0.f;
-          const int64_t at = ((ky * kernel + kx) * out_channels + co) * in_per_group + ci;
+          const int64_t channel = co / out_per_group * in_per_group + ci;  // input channel
+          const int64_t at =
+              lane_groups ? (((ky * kernel + kx) * (C / 16) + channel / 16) * out_per_group +
+                             co % out_per_group) * 16 + channel % 16
+                          : ((ky * kernel + kx) * out_channels + co) * in_per_group + ci;
           for (int64_t thread = 0; thread < threads; ++thread) sum += acc[thread * acc_floats + at];
           r[((co * in_per_group + ci) * kernel + ky) * kernel + kx] = sum;
         }
