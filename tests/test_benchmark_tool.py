@@ -86,11 +86,13 @@ def test_benchmark_tool_keeps_an_existing_json(tmp_path):
 
 @pytest.mark.parametrize('block,folder', [('benchmark', 'benchmarks'),
                                           ('benchmark-cuda', 'benchmarks/cuda'),
+                                          ('benchmark-zen5', 'benchmarks/zen5'),
                                           ('breakdown', 'benchmarks/breakdown')])
 def test_readme_benchmark_blocks_are_generated_from_the_committed_runs(block, folder):
     """The README's performance tables are the tool's rendering of the JSON runs kept in the
-    repository (benchmarks/*.json: CPU ratios; benchmarks/cuda/*.json: GPU ratios;
-    benchmarks/breakdown/*.json: per-module times)."""
+    repository (benchmarks/*.json: CPU ratios; benchmarks/zen5/*.json: CPU ratios on a
+    second machine; benchmarks/cuda/*.json: GPU ratios; benchmarks/breakdown/*.json:
+    per-module times)."""
     import glob
     import os.path as osp
 

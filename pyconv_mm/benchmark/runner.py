@@ -162,9 +162,10 @@ def breakdown_block(payload: dict) -> str:
 
 
 #: README block name -> how a benchmark payload renders into it (``benchmark-cuda``: the
-#: ratio table of GPU runs, kept apart from the CPU runs in ``benchmarks/cuda``).
+#: ratio table of GPU runs, kept apart from the CPU runs in ``benchmarks/cuda``;
+#: ``benchmark-zen5``: CPU runs on a second machine, in ``benchmarks/zen5``).
 README_BLOCKS = {'benchmark': readme_block, 'benchmark-cuda': readme_block,
-                 'breakdown': breakdown_block}
+                 'benchmark-zen5': readme_block, 'breakdown': breakdown_block}
 
 
 def text(result: dict) -> str:
