@@ -138,7 +138,6 @@ void channels_grad_band(const ChannelsTask& t, int64_t y0, int64_t y1) {
     }
 }
 
-
 // Groups of fewer than 16 input channels (ipg = 2, 4 or 8; stage 1's 7x7/G8 and 9x9/G16
 // levels): a 16-channel block holds 16 / ipg groups, and lane l of an accumulator sums output
 // channel j of group l / ipg against that group's input channel l % ipg. The gradient vector
