@@ -326,9 +326,9 @@ def _channel_vectorised(x: torch.Tensor, level: nn.Conv2d) -> bool:
     if not (level.dilation[0] == 1 and level.kernel_size[0] in (3, 5, 7, 9)
             and x.stride(1) == 1 and level.weight.numel() <= _BY_CHANNELS_MAX_WEIGHT):
         return False
-    in_per_group = x.shape[1] // level.groups
     if x.shape[1] % (16 * level.groups) == 0:
         return True
+    in_per_group = x.shape[1] // level.groups
     return (level.stride[0] == 1 and x.shape[1] % 16 == 0 and in_per_group in (2, 4, 8)
             and level.out_channels // level.groups <= in_per_group)
 

@@ -718,7 +718,7 @@ def test_channels_last_weight_gradient_reads_the_input_in_place(kernel, stride, 
 
 
 @needs_direct_kernel
-def test_weight_gradients_by_channels_where_groups_hold_16_channel_blocks():
+def test_weight_gradients_go_by_channels_where_the_groups_allow():
     """``direct.weight_grads`` sends a level with whole 16-channel blocks of a channels_last
     input per group (dense, or 16 channels a group), or at stride 1 lane groups of 8, 4 or 2
     channels, to the kernel's gradient vectorised over channels (its sums, bit for bit), other

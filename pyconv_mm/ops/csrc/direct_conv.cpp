@@ -1254,8 +1254,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "grouped levels of a PyConv written into their channel ranges of one output");
   m.def("weight_grads", &weight_grads, "weight gradients of levels of stride 1 or 2");
   m.def("channels_last_weight_grad", &channels_last_weight_grad,
-        "weight gradient of a level with whole 16-channel blocks of input per group, from a "
-        "channels_last input, vectorised over its channels");
+        "weight gradient of a level with whole 16-channel blocks of input per group, or groups "
+        "of 2, 4 or 8 channels, from a channels_last input, vectorised over its channels");
   m.def("max_pool2d_with_positions", &max_pool2d_with_positions,
         "channels_last max pool and the position of each maximum in its window (uint8)");
   m.def("max_pool2d", &max_pool2d, "channels_last max pool (no positions: inference)");
