@@ -17,8 +17,8 @@ def read_version() -> str:
 
 
 def extensions() -> dict:
-    """Our CPU kernels (PyConv levels, max-pool gradient, training batch norm) as a torch CppExtension (x86-64 with
-    a C++ compiler and torch)."""
+    """Our CPU kernels (PyConv levels, max-pool gradient, training batch norm, 1x1 weight
+    gradient) as a torch CppExtension (x86-64 with a C++ compiler and torch)."""
     try:
         from torch.utils.cpp_extension import BuildExtension, CppExtension
     except ImportError:
@@ -29,7 +29,8 @@ def extensions() -> dict:
     ext = CppExtension('pyconv_mm.ops._direct_conv',
                        ['pyconv_mm/ops/csrc/direct_conv.cpp', 'pyconv_mm/ops/csrc/max_pool.cpp',
                         'pyconv_mm/ops/csrc/fingerprint.cpp', 'pyconv_mm/ops/csrc/batch_norm.cpp',
-                        'pyconv_mm/ops/csrc/channels_last_weight_grad.cpp'],
+                        'pyconv_mm/ops/csrc/channels_last_weight_grad.cpp',
+                        'pyconv_mm/ops/csrc/pointwise_weight_grad.cpp'],
                        # -Wno-maybe-uninitialized: GCC 12 warns about the undefined pass-through
                        # operand inside its own AVX-512 intrinsics (avx512fintrin.h)
                        extra_compile_args=['-O3', '-fopenmp', '-Wno-maybe-uninitialized'],

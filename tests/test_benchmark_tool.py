@@ -55,24 +55,31 @@ def test_benchmark_tool_can_leave_the_allocator_as_it_is(tmp_path):
     assert "infer (glibc's default malloc)" in proc.stdout
 
 
-def test_benchmark_tool_can_run_training_norms_as_atens_ops(tmp_path):
-    """``--no-fused-norms``: recorded with the result and in its label, and applied."""
+@pytest.mark.parametrize('flag, key, label, module', [
+    ('--no-fused-norms', 'fused_norms', 'no fused norms', 'batch_norm_act'),
+    ('--no-pointwise-grads', 'pointwise_grads', 'no pointwise grads', 'pointwise'),
+])
+def test_benchmark_tool_can_turn_off_training_kernels(tmp_path, flag, key, label, module):
+    """``--no-fused-norms`` (training norms as ATen's ops) and ``--no-pointwise-grads`` (1x1
+    weight gradients by the stock backward): recorded with the result and in its label, and
+    applied."""
     out = tmp_path / 'bench.json'
     proc = run([PYTHON, tool('analysis/benchmark.py'), '--cases', 'pyconv_layer', '--batch', '1',
-                '--warmup', '1', '--repeats', '2', '--mode', 'train', '--no-fused-norms',
+                '--warmup', '1', '--repeats', '2', '--mode', 'train', flag,
                 '--json', str(out)])
     (result, ) = json.loads(out.read_text())['results']
-    assert result['setting']['fused_norms'] is False
-    assert 'train (no fused norms)' in proc.stdout
+    assert result['setting'][key] is False
+    assert f'train ({label})' in proc.stdout
+    import importlib
     from pyconv_mm.benchmark.cases import CASES, subject_from_spec
     from pyconv_mm.benchmark.measure import Setting, prepare
-    from pyconv_mm.ops import batch_norm_act
+    switch = importlib.import_module(f'pyconv_mm.ops.{module}')
     subject = subject_from_spec(CASES['pyconv_layer'][0][0])
     try:
-        prepare(subject, Setting(mode='train', batch=1, fused_norms=False))
-        assert not batch_norm_act.enabled()
+        prepare(subject, Setting(mode='train', batch=1, **{key: False}))
+        assert not switch.enabled()
     finally:
-        batch_norm_act.set_enabled(True)
+        switch.set_enabled(True)
 
 
 def test_benchmark_tool_keeps_an_existing_json(tmp_path):

@@ -56,6 +56,9 @@ class Setting:
     # whether training batch norms run with their ReLU and add in our kernels
     # (pyconv_mm.ops.batch_norm_act)
     fused_norms: bool = True
+    # whether training 1x1 convolutions' weight gradients run in our kernel
+    # (pyconv_mm.ops.pointwise)
+    pointwise_grads: bool = True
     # how the process's allocator was set before any case (a label; the tool sets it):
     # 'keep' (pyconv_mm.utils.allocator.keep_freed_memory) or 'default'
     malloc: str = 'default'
@@ -82,12 +85,13 @@ def _model_to_format(model: nn.Module, memory_format: str) -> nn.Module:
 def prepare(subject: Subject, setting: Setting):
     """Build the model and one input batch placed as the setting asks; returns a step fn."""
     from pyconv_mm.ops import (batch_norm_act, direct, fused_inference, packed_weights,
-                               set_algorithm)
+                               pointwise, set_algorithm)
     set_algorithm(setting.pyconv_algorithm)
     direct.set_enabled(setting.direct_kernel)
     fused_inference.set_enabled(setting.fused_inference)
     packed_weights.set_enabled(setting.packed_weights)
     batch_norm_act.set_enabled(setting.fused_norms)
+    pointwise.set_enabled(setting.pointwise_grads)
     torch.manual_seed(0)
     model = subject.build().to(setting.device)
     x = subject.inputs(setting.batch).to(setting.device)

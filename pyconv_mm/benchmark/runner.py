@@ -96,6 +96,8 @@ def mode_label(setting: dict) -> str:
            and not setting.get('packed_weights', True) else []) \
         + (['no fused norms'] if setting['mode'] == 'train'
            and not setting.get('fused_norms', True) else []) \
+        + (['no pointwise grads'] if setting['mode'] == 'train'
+           and not setting.get('pointwise_grads', True) else []) \
         + (["glibc's default malloc"] if setting.get('device') == 'cpu'
            and setting.get('malloc', 'default') == 'default' else [])
     return setting['mode'] + (f' ({", ".join(forms)})' if forms else '')

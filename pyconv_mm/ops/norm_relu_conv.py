@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import batch_norm_act
+from . import batch_norm_act, pointwise
 
 
 def usable(y: torch.Tensor, norm: nn.Module, relu: nn.Module, conv: nn.Module) -> bool:
@@ -46,6 +46,19 @@ def norm_relu_conv(y: torch.Tensor, norm: nn.BatchNorm2d, conv: nn.Conv2d) -> to
     return _NormReluConv.apply((norm, conv), y, norm.weight, norm.bias, conv.weight)
 
 
+def _conv_backward(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor,
+                   need_weight: bool):
+    """(grad_x, grad_weight) of ``conv`` at ``x``: a plain 1x1 convolution's weight gradient
+    by our kernel where it takes it (:mod:`~pyconv_mm.ops.pointwise`), else the stock
+    backward."""
+    if pointwise.is_pointwise(conv):
+        return pointwise.backward(conv, x, weight, grad, True, need_weight)
+    grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
+        grad, x, weight, None, list(conv.stride), list(conv.padding), list(conv.dilation),
+        False, [0, 0], conv.groups, [True, need_weight, False])
+    return grad_x, grad_weight
+
+
 class _NormReluConv(torch.autograd.Function):
     """``apply((norm, conv), y, norm_weight, norm_bias, conv_weight)``: see
     :func:`norm_relu_conv`."""
@@ -65,9 +78,8 @@ class _NormReluConv(torch.autograd.Function):
         y, norm_weight, norm_bias, conv_weight, mean, invstd = ctx.saved_tensors
         conv, needs = ctx.conv, ctx.needs_input_grad  # modules, y, norm w, norm b, conv w
         activated = batch_norm_act.activated(y, mean, invstd, norm_weight, norm_bias)
-        grad_activated, grad_conv_weight, _ = torch.ops.aten.convolution_backward(
-            grad, activated, conv_weight, None, list(conv.stride), list(conv.padding),
-            list(conv.dilation), False, [0, 0], conv.groups, [True, needs[4], False])
+        grad_activated, grad_conv_weight = _conv_backward(conv, activated, conv_weight, grad,
+                                                          needs[4])
         del activated
         grad_y, grad_norm_weight, grad_norm_bias = batch_norm_act.relu_norm_backward(
             grad_activated, y, mean, invstd, norm_weight, norm_bias)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import batch_norm_act, direct
+from . import batch_norm_act, direct, pointwise
 from .algorithms import _compiling
 from .pyconv import PyConv2d
 
@@ -207,7 +207,11 @@ class _ReducedPyConv(torch.autograd.Function):
                     grad_activated, y, norm_weight, None, None, mean, invstd, True, norm.eps,
                     [True, needs[3], needs[4]])
         del grad_activated, y
-        grad_x, grad_conv_weight, _ = torch.ops.aten.convolution_backward(
-            grad_y, x, conv_weight, None, list(conv.stride), list(conv.padding),
-            list(conv.dilation), False, [0, 0], conv.groups, [needs[1], needs[2], False])
+        if pointwise.is_pointwise(conv):  # the weight's gradient by our kernel where it takes it
+            grad_x, grad_conv_weight = pointwise.backward(conv, x, conv_weight, grad_y, needs[1],
+                                                          needs[2])
+        else:
+            grad_x, grad_conv_weight, _ = torch.ops.aten.convolution_backward(
+                grad_y, x, conv_weight, None, list(conv.stride), list(conv.padding),
+                list(conv.dilation), False, [0, 0], conv.groups, [needs[1], needs[2], False])
         return (None, grad_x, grad_conv_weight, grad_norm_weight, grad_norm_bias, *level_grads)

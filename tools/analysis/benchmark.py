@@ -6,7 +6,7 @@
         [--batch N] [--warmup 5] [--repeats 10] [--threads N] [--fuse-bn] [--compile [--freezing]]
         [--pyconv-algorithm auto|native|dense|depthwise|direct] [--no-direct-kernel]
         [--no-fused-inference] [--no-packed-weights] [--no-fused-norms]
-        [--malloc keep|default] [--memory] [--breakdown DEPTH]
+        [--no-pointwise-grads] [--malloc keep|default] [--memory] [--breakdown DEPTH]
         [--json results.json [--force]] [--readme-block benchmark|breakdown]
     python tools/analysis/benchmark.py --from-json benchmarks/*.json --readme-block benchmark
 
@@ -81,6 +81,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--no-fused-norms', action='store_true',
                         help="run training batch norms, their ReLUs and adds as ATen's ops "
                         '(pyconv_mm.ops.batch_norm_act off)')
+    parser.add_argument('--no-pointwise-grads', action='store_true',
+                        help="compute training 1x1 convolutions' weight gradients by the "
+                        'stock backward (pyconv_mm.ops.pointwise off)')
     parser.add_argument('--malloc', default='keep', choices=['keep', 'default'],
                         help="keep: glibc's malloc keeps freed memory for reuse (no page "
                         'faults on fresh memory every step); default: as the process started')
@@ -186,7 +189,8 @@ def measure(args: argparse.Namespace, save: Optional[Callable[[dict], None]] = N
                                   direct_kernel=not args.no_direct_kernel,
                                   fused_inference=not args.no_fused_inference,
                                   packed_weights=not args.no_packed_weights,
-                                  fused_norms=not args.no_fused_norms, malloc=malloc)
+                                  fused_norms=not args.no_fused_norms,
+                                  pointwise_grads=not args.no_pointwise_grads, malloc=malloc)
                 result = run_case(name, specs, setting, formats,
                                   memory=args.memory and mode == 'train',
                                   breakdown=args.breakdown)

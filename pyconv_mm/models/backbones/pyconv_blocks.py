@@ -15,7 +15,7 @@ from mmengine.model import BaseModule
 from torch import nn
 
 from pyconv_mm.ops import (PyConv2d, PyConv3d, batch_norm_act, fused_inference, norm_relu_conv,
-                           reduced_pyconv)
+                           pointwise, reduced_pyconv)
 from pyconv_mm.ops.pool import IndexFreeMaxPool2d, IndexFreeMaxPool3d
 from .recompute import checkpoint_once
 
@@ -195,9 +195,10 @@ class PyConvBottleneck(PyConvBlockBase):
                 return norm_relu_conv.norm_relu_conv(out, self.norm(2), self.conv3)
             out = batch_norm_act.norm_act(out, self.norm(2), self.relu)
         else:  # in inference, the PyConv's kernel may apply norm1, norm2 and their ReLUs
-            out = self.conv2.forward_activated(self.conv1(x), self.norm(1), self.relu,
-                                               self.norm(2))
-        return self.conv3(out)
+            # (in training the 1x1 convolutions' weight gradients are ours where they can be)
+            out = self.conv2.forward_activated(pointwise.conv(self.conv1, x), self.norm(1),
+                                               self.relu, self.norm(2))
+        return pointwise.conv(self.conv3, out)
 
     def fused_bypassed(self) -> Tuple[nn.Module, ...]:
         return (self.conv1, self.norm(1), self.relu, self.conv3, self.norm(3))
@@ -246,7 +247,8 @@ class PyConvBasicBlock(PyConvBlockBase):
         return self.norm(2)
 
     def residual_convs(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(batch_norm_act.norm_act(self.conv1(x), self.norm(1), self.relu))
+        return pointwise.conv(self.conv2,
+                              batch_norm_act.norm_act(self.conv1(x), self.norm(1), self.relu))
 
     def fused_bypassed(self) -> Tuple[nn.Module, ...]:
         return (self.relu, self.conv2, self.norm(2))
@@ -261,13 +263,14 @@ class PyConvBasicBlock(PyConvBlockBase):
 class Shortcut(nn.Sequential):
     """``[pool,] conv, norm`` run in order as by ``nn.Sequential`` (same modules, names and
     checkpoint keys), the norm in training through :func:`batch_norm_act.norm_act` (one pass
-    of our kernel where it can)."""
+    of our kernel where it can), a 1x1 conv through :func:`pointwise.conv` (its weight
+    gradient by our kernel where it can)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C_in, *S) -> (N, C_out, *S / stride)."""
         *before, norm = self
-        for module in before:
-            x = module(x)
+        for module in before:  # a 1x1 conv's weight gradient by our kernel where it can
+            x = pointwise.conv(module, x) if pointwise.is_pointwise(module) else module(x)
         return batch_norm_act.norm_act(x, norm)
 
 

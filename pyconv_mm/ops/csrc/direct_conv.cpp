@@ -1225,6 +1225,9 @@ torch::Tensor channels_last_weight_grad(const torch::Tensor& x, const torch::Ten
                                         int64_t kernel, int64_t stride,
                                         const torch::Tensor& scale, const torch::Tensor& shift);
 
+// pointwise_weight_grad.cpp
+torch::Tensor pointwise_weight_grad(const torch::Tensor& x, const torch::Tensor& grad);
+
 // fingerprint.cpp
 int64_t fingerprint(const std::vector<c10::optional<torch::Tensor>>& tensors);
 
@@ -1256,6 +1259,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("channels_last_weight_grad", &channels_last_weight_grad,
         "weight gradient of a level with whole 16-channel blocks of input per group, or groups "
         "of 2, 4 or 8 channels, from a channels_last input, vectorised over its channels");
+  m.def("pointwise_weight_grad", &pointwise_weight_grad,
+        "weight gradient of a 1x1 convolution (stride 1, no groups) from a channels-last "
+        "input and output gradient");
   m.def("max_pool2d_with_positions", &max_pool2d_with_positions,
         "channels_last max pool and the position of each maximum in its window (uint8)");
   m.def("max_pool2d", &max_pool2d, "channels_last max pool (no positions: inference)");
