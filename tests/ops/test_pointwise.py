@@ -2,10 +2,14 @@
 (:mod:`pyconv_mm.ops.pointwise`): the stock backward's gradients within float rounding, the
 module as written wherever it does not apply, and clear errors for input the kernel cannot
 take."""
+import copy
+
 import pytest
 import torch
 from torch import nn
 
+from pyconv_mm.models.backbones.pyconv_blocks import (PyConvBasicBlock, PyConvBottleneck,
+                                                      make_shortcut)
 from pyconv_mm.ops import pointwise
 
 pytestmark = pytest.mark.skipif(not pointwise.AVAILABLE,
@@ -85,6 +89,42 @@ def test_conv_trains_as_the_module_with_our_weight_gradient(dims, monkeypatch):
     torch.testing.assert_close(grad_x, expected[1])
     torch.testing.assert_close(grad_w, expected[2], rtol=1e-5, atol=1e-6)
     assert grad_w.shape == conv.weight.shape
+
+
+@pytest.mark.parametrize('block_type', [PyConvBottleneck, PyConvBasicBlock])
+@pytest.mark.parametrize('with_cp', [False, True])
+def test_blocks_train_as_with_the_stock_backward(block_type, with_cp, monkeypatch):
+    """A strided channels-last block with its projection shortcut trains as with the stock
+    1x1 backward (two steps): outputs, input and parameter gradients; our kernel ran for each
+    of its 1x1 convolutions."""
+    torch.manual_seed(0)
+    bottleneck = block_type is PyConvBottleneck
+    out_channels = 64 if bottleneck else 48  # channels change: the shortcut has its 1x1
+    block = block_type(32, 16 if bottleneck else 32, out_channels,
+                       dict(kernel_sizes=[3, 5], groups=[1, 4]), stride=2, with_cp=with_cp,
+                       downsample=make_shortcut(32, out_channels, 2, with_pool=True))
+    block = block.train().to(memory_format=torch.channels_last)
+    reference = copy.deepcopy(block)
+    calls = []
+    kernel = pointwise.weight_grad
+    monkeypatch.setattr(pointwise, 'weight_grad', lambda *args: calls.append(1) or kernel(*args))
+    for step in range(2):
+        x = _channels_last(torch.randn(2, 32, 12, 12))
+        x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+        out = block(x_ours)
+        out.square().mean().backward()
+        pointwise.set_enabled(False)  # (a checkpoint recomputes with the same setting)
+        try:
+            want = reference(x_ref)
+            want.square().mean().backward()
+        finally:
+            pointwise.set_enabled(True)
+        torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(x_ours.grad, x_ref.grad, rtol=1e-5, atol=1e-6)
+    # conv1 and conv3 (a bottleneck) or conv2 (a basic block), and the shortcut's projection
+    assert len(calls) == 2 * (3 if bottleneck else 2)
+    for (name, p), q in zip(reference.named_parameters(), block.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-5, msg=name)
 
 
 @pytest.mark.parametrize('case', ['bias', 'stride', 'padding', 'kernel', 'groups', 'channels',
