@@ -61,6 +61,27 @@ def backward_nodes(out: 'torch.Tensor') -> set:
     return set(seen.values())
 
 
+def step_against_switched_off(model: 'torch.nn.Module', reference: 'torch.nn.Module',
+                               x: 'torch.Tensor', set_enabled: Callable[[bool], None]) -> tuple:
+    """One training step each on copies of ``x`` (loss: the mean square of the output):
+    ``model`` as the code runs, ``reference`` with ``set_enabled(False)`` (restored after; a
+    checkpoint recomputes with the same setting). Asserts their outputs and input gradients
+    agree within float rounding; returns both outputs."""
+    import torch
+    x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = model(x_ours)
+    out.square().mean().backward()
+    set_enabled(False)
+    try:
+        want = reference(x_ref)
+        want.square().mean().backward()
+    finally:
+        set_enabled(True)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x_ours.grad, x_ref.grad, rtol=1e-5, atol=1e-6)
+    return out, want
+
+
 def run(args: List[str], timeout: float = 600, env: Optional[dict] = None,
         cwd: str = ROOT, check: bool = True) -> subprocess.CompletedProcess:
     """Run a command; on failure show its output in the assertion message."""

@@ -11,6 +11,7 @@ from torch import nn
 from pyconv_mm.models.backbones.pyconv_blocks import (PyConvBasicBlock, PyConvBottleneck,
                                                       make_shortcut)
 from pyconv_mm.ops import pointwise
+from conftest import step_against_switched_off
 
 pytestmark = pytest.mark.skipif(not pointwise.AVAILABLE,
                                 reason='our CPU kernels are not built or this CPU has no AVX-512')
@@ -108,19 +109,9 @@ def test_blocks_train_as_with_the_stock_backward(block_type, with_cp, monkeypatc
     calls = []
     kernel = pointwise.weight_grad
     monkeypatch.setattr(pointwise, 'weight_grad', lambda *args: calls.append(1) or kernel(*args))
-    for step in range(2):
-        x = _channels_last(torch.randn(2, 32, 12, 12))
-        x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
-        out = block(x_ours)
-        out.square().mean().backward()
-        pointwise.set_enabled(False)  # (a checkpoint recomputes with the same setting)
-        try:
-            want = reference(x_ref)
-            want.square().mean().backward()
-        finally:
-            pointwise.set_enabled(True)
-        torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(x_ours.grad, x_ref.grad, rtol=1e-5, atol=1e-6)
+    for _ in range(2):
+        step_against_switched_off(block, reference, _channels_last(torch.randn(2, 32, 12, 12)),
+                                  pointwise.set_enabled)
     # conv1 and conv3 (a bottleneck) or conv2 (a basic block), and the shortcut's projection
     assert len(calls) == 2 * (3 if bottleneck else 2)
     for (name, p), q in zip(reference.named_parameters(), block.parameters()):
