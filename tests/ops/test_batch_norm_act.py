@@ -80,6 +80,33 @@ def test_norm_act_equals_the_modules(channels_last, relu, with_residual, momentu
     assert int(ours.num_batches_tracked) == 2
 
 
+@pytest.mark.parametrize('channels', [16, 128, 144, 256])
+def test_channels_last_rows_of_any_width_equal_the_modules(channels):
+    """Channels_last rows of up to 128 channels sum their statistics in registers, wider
+    rows in memory: both give the modules' output, gradients (input, residual, weight, bias)
+    and running statistics."""
+    torch.manual_seed(4)
+    shape = (2, channels, 9, 11)  # 198 rows: three pieces of 64 and a ragged one
+    fmt = torch.channels_last
+    x, residual, grad = (torch.randn(shape).contiguous(memory_format=fmt) for _ in range(3))
+    ours, theirs = nn.BatchNorm2d(channels).train(), nn.BatchNorm2d(channels).train()
+    for norm in (ours, theirs):
+        norm.weight.data = torch.linspace(0.5, 1.5, channels)
+        norm.bias.data = torch.linspace(-0.5, 0.5, channels)
+    inputs = [t.clone().requires_grad_() for t in (x, residual)]
+    want_inputs = [t.clone().requires_grad_() for t in (x, residual)]
+    got = batch_norm_act.norm_act(inputs[0], ours, nn.ReLU(), inputs[1])
+    want = _as_modules(want_inputs[0], theirs, True, want_inputs[1])
+    assert '_NormActBackward' in backward_nodes(got)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    got.backward(grad)
+    want.backward(grad)
+    for mine, reference in zip(inputs + [ours.weight, ours.bias],
+                               want_inputs + [theirs.weight, theirs.bias]):
+        torch.testing.assert_close(mine.grad, reference.grad, rtol=1e-5, atol=5e-5)
+    assert_same_buffers(theirs, ours, lambda name: False)
+
+
 @pytest.mark.parametrize('channels_last', [False, True])
 def test_outputs_of_8_mib_and_more_equal_the_modules(channels_last):
     """Outputs from 8 MiB on are stored non-temporally (whole aligned vectors; NCHW planes of
