@@ -61,6 +61,24 @@ def backward_nodes(out: 'torch.Tensor') -> set:
     return set(seen.values())
 
 
+def strided_block(block_type: type, out_channels: int, with_cp: bool) -> 'torch.nn.Module':
+    """A PyConv block (bottleneck: 16 channels wide, basic: 32) taking 32 channels at stride 2
+    through a PyConv of 3x3 and 5x5/G4 levels, with PyConvResNet's shortcut (a max pool, and
+    a 1x1 conv and norm where ``out_channels`` differs from 32), in training mode."""
+    from pyconv_mm.models.backbones.pyconv_blocks import PyConvBottleneck, make_shortcut
+    mid_channels = 16 if block_type is PyConvBottleneck else 32
+    return block_type(32, mid_channels, out_channels, dict(kernel_sizes=[3, 5], groups=[1, 4]),
+                      stride=2, with_cp=with_cp,
+                      downsample=make_shortcut(32, out_channels, 2, with_pool=True)).train()
+
+
+def assert_same_parameter_grads(reference: 'torch.nn.Module', model: 'torch.nn.Module') -> None:
+    """``model``'s parameter gradients as ``reference``'s, within float rounding."""
+    import torch
+    for (name, want), got in zip(reference.named_parameters(), model.parameters()):
+        torch.testing.assert_close(got.grad, want.grad, rtol=1e-5, atol=1e-5, msg=name)
+
+
 def step_against_switched_off(model: 'torch.nn.Module', reference: 'torch.nn.Module',
                                x: 'torch.Tensor', set_enabled: Callable[[bool], None]) -> tuple:
     """One training step each on copies of ``x`` (loss: the mean square of the output):

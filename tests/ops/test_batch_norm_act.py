@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from pyconv_mm.models.backbones.pyconv_blocks import (PyConvBasicBlock, PyConvBottleneck,
-                                                      make_shortcut)
+from pyconv_mm.models.backbones.pyconv_blocks import PyConvBasicBlock, PyConvBottleneck
 from pyconv_mm.ops import batch_norm_act
-from conftest import assert_same_buffers, backward_nodes, step_against_switched_off
+from conftest import (assert_same_buffers, assert_same_parameter_grads, backward_nodes,
+                      step_against_switched_off, strided_block)
 
 pytestmark = pytest.mark.skipif(not batch_norm_act.AVAILABLE,
                                 reason='our CPU kernels are not built or this CPU has no AVX-512')
@@ -80,30 +80,41 @@ def test_norm_act_equals_the_modules(channels_last, relu, with_residual, momentu
     assert int(ours.num_batches_tracked) == 2
 
 
+def _step_against_the_modules(shape, fmt, relu: bool, ours: nn.BatchNorm2d,
+                              theirs: nn.BatchNorm2d, parameters: bool = True) -> None:
+    """One step of ``norm_act`` with a residual on random (N, C, H, W) data of ``shape`` in
+    ``fmt`` against the modules: output, and gradients of the input, the residual and (with
+    ``parameters``) the weight and the bias. ATen sums the parameters' gradients in float,
+    we in double: over many elements they part by more than rounding allows."""
+    x, residual, grad = (torch.randn(shape).contiguous(memory_format=fmt) for _ in range(3))
+    inputs = [t.clone().requires_grad_() for t in (x, residual)]
+    want_inputs = [t.clone().requires_grad_() for t in (x, residual)]
+    got = batch_norm_act.norm_act(inputs[0], ours, nn.ReLU() if relu else None, inputs[1])
+    want = _as_modules(want_inputs[0], theirs, relu, want_inputs[1])
+    assert '_NormActBackward' in backward_nodes(got)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    got.backward(grad)
+    want.backward(grad)
+    for mine, reference in zip(inputs, want_inputs):
+        torch.testing.assert_close(mine.grad, reference.grad, rtol=1e-5, atol=1e-5)
+    if parameters:  # sums of magnitude ~10: 5e-5 absolute, as test_norm_act_equals_the_modules
+        for name in ('weight', 'bias'):
+            torch.testing.assert_close(getattr(ours, name).grad, getattr(theirs, name).grad,
+                                       rtol=1e-5, atol=5e-5, msg=name)
+
+
 @pytest.mark.parametrize('channels', [16, 128, 144, 256])
 def test_channels_last_rows_of_any_width_equal_the_modules(channels):
     """Channels_last rows of up to 128 channels sum their statistics in registers, wider
     rows in memory: both give the modules' output, gradients (input, residual, weight, bias)
     and running statistics."""
     torch.manual_seed(4)
-    shape = (2, channels, 9, 11)  # 198 rows: three pieces of 64 and a ragged one
-    fmt = torch.channels_last
-    x, residual, grad = (torch.randn(shape).contiguous(memory_format=fmt) for _ in range(3))
     ours, theirs = nn.BatchNorm2d(channels).train(), nn.BatchNorm2d(channels).train()
     for norm in (ours, theirs):
         norm.weight.data = torch.linspace(0.5, 1.5, channels)
         norm.bias.data = torch.linspace(-0.5, 0.5, channels)
-    inputs = [t.clone().requires_grad_() for t in (x, residual)]
-    want_inputs = [t.clone().requires_grad_() for t in (x, residual)]
-    got = batch_norm_act.norm_act(inputs[0], ours, nn.ReLU(), inputs[1])
-    want = _as_modules(want_inputs[0], theirs, True, want_inputs[1])
-    assert '_NormActBackward' in backward_nodes(got)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    got.backward(grad)
-    want.backward(grad)
-    for mine, reference in zip(inputs + [ours.weight, ours.bias],
-                               want_inputs + [theirs.weight, theirs.bias]):
-        torch.testing.assert_close(mine.grad, reference.grad, rtol=1e-5, atol=5e-5)
+    # 198 rows: three pieces of 64 and a ragged one
+    _step_against_the_modules((2, channels, 9, 11), torch.channels_last, True, ours, theirs)
     assert_same_buffers(theirs, ours, lambda name: False)
 
 
@@ -116,18 +127,8 @@ def test_outputs_of_8_mib_and_more_equal_the_modules(channels_last):
     shape = (2, 64, 130, 130)  # 2.16 M floats
     assert shape[0] * shape[1] * shape[2] * shape[3] * 4 >= 8 << 20
     torch.manual_seed(3)
-    x, residual, grad = (torch.randn(shape).contiguous(memory_format=fmt) for _ in range(3))
-    ours, theirs = nn.BatchNorm2d(64).train(), nn.BatchNorm2d(64).train()
-    inputs = [t.clone().requires_grad_() for t in (x, residual)]
-    want_inputs = [t.clone().requires_grad_() for t in (x, residual)]
-    got = batch_norm_act.norm_act(inputs[0], ours, None, inputs[1])
-    want = _as_modules(want_inputs[0], theirs, False, want_inputs[1])
-    assert '_NormActBackward' in backward_nodes(got)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    got.backward(grad)
-    want.backward(grad)
-    for mine, reference in zip(inputs, want_inputs):
-        torch.testing.assert_close(mine.grad, reference.grad, rtol=1e-5, atol=1e-5)
+    _step_against_the_modules(shape, fmt, False, nn.BatchNorm2d(64).train(),
+                              nn.BatchNorm2d(64).train(), parameters=False)
 
 
 def test_results_do_not_depend_on_the_number_of_threads():
@@ -190,10 +191,7 @@ def test_blocks_train_as_with_the_modules(block_type, channels_last, with_cp):
     """A strided block with its shortcut (pool, conv, norm) trains as with ATen's norms:
     outputs, input and parameter gradients, running statistics (two steps)."""
     torch.manual_seed(0)
-    out_channels = 64 if block_type is PyConvBottleneck else 32
-    block = block_type(32, 16 if block_type is PyConvBottleneck else 32, out_channels,
-                       dict(kernel_sizes=[3, 5], groups=[1, 4]), stride=2, with_cp=with_cp,
-                       downsample=make_shortcut(32, out_channels, 2, with_pool=True)).train()
+    block = strided_block(block_type, 64 if block_type is PyConvBottleneck else 32, with_cp)
     for module in block.modules():
         if isinstance(module, nn.BatchNorm2d):
             nn.init.uniform_(module.weight, 0.5, 1.5)
@@ -207,6 +205,5 @@ def test_blocks_train_as_with_the_modules(block_type, channels_last, with_cp):
         assert '_NormActBackward' not in backward_nodes(want)
         if not with_cp:  # (under the checkpoint the nodes are recorded in backward)
             assert '_NormActBackward' in backward_nodes(out)
-    for (name, p), q in zip(reference.named_parameters(), block.parameters()):
-        torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-5, msg=name)
+    assert_same_parameter_grads(reference, block)
     assert_same_buffers(reference, block, lambda name: False)

@@ -8,10 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from pyconv_mm.models.backbones.pyconv_blocks import (PyConvBasicBlock, PyConvBottleneck,
-                                                      make_shortcut)
+from pyconv_mm.models.backbones.pyconv_blocks import PyConvBasicBlock, PyConvBottleneck
 from pyconv_mm.ops import pointwise
-from conftest import step_against_switched_off
+from conftest import assert_same_parameter_grads, step_against_switched_off, strided_block
 
 pytestmark = pytest.mark.skipif(not pointwise.AVAILABLE,
                                 reason='our CPU kernels are not built or this CPU has no AVX-512')
@@ -100,11 +99,9 @@ def test_blocks_train_as_with_the_stock_backward(block_type, with_cp, monkeypatc
     of its 1x1 convolutions."""
     torch.manual_seed(0)
     bottleneck = block_type is PyConvBottleneck
-    out_channels = 64 if bottleneck else 48  # channels change: the shortcut has its 1x1
-    block = block_type(32, 16 if bottleneck else 32, out_channels,
-                       dict(kernel_sizes=[3, 5], groups=[1, 4]), stride=2, with_cp=with_cp,
-                       downsample=make_shortcut(32, out_channels, 2, with_pool=True))
-    block = block.train().to(memory_format=torch.channels_last)
+    # channels change: the shortcut has its 1x1
+    block = strided_block(block_type, 64 if bottleneck else 48, with_cp)
+    block = block.to(memory_format=torch.channels_last)
     reference = copy.deepcopy(block)
     calls = []
     kernel = pointwise.weight_grad
@@ -114,8 +111,7 @@ def test_blocks_train_as_with_the_stock_backward(block_type, with_cp, monkeypatc
                                   pointwise.set_enabled)
     # conv1 and conv3 (a bottleneck) or conv2 (a basic block), and the shortcut's projection
     assert len(calls) == 2 * (3 if bottleneck else 2)
-    for (name, p), q in zip(reference.named_parameters(), block.parameters()):
-        torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-5, msg=name)
+    assert_same_parameter_grads(reference, block)
 
 
 @pytest.mark.parametrize('case', ['bias', 'stride', 'padding', 'kernel', 'groups', 'channels',
