@@ -7,7 +7,9 @@ benchmark mode). Four forms compute the same grouped convolution:
 * ``depthwise``: for each of the ``C_out / G`` outputs of a group, one depthwise convolution
   of all inputs with that output's kernels, then the sum over each group's inputs;
 * ``direct``: our AVX-512 CPU kernel (:mod:`pyconv_mm.ops.direct`), vectorised over output
-  columns; 2D, fp32, training only at stride 1. It computes all grouped levels of a PyConv in one pass
+  columns; fp32, 2D, and 3D one temporal tap at a time (:mod:`pyconv_mm.ops.temporal_taps`);
+  see :func:`pyconv_mm.ops.direct.usable` for the strides it trains. It computes all grouped
+  levels of a PyConv in one pass
   over the input, straight into the PyConv's output, so it is chosen for a PyConv as a whole:
   ``auto`` times the PyConv once with its levels' best stock forms, with the kernel on its
   grouped levels, and with the kernel on every level (the dense one too). In inference a

@@ -12,7 +12,8 @@ gradient of a level with whole 16-channel blocks of a channels_last input per gr
 1 also groups of 2, 4 or 8 channels) comes from a second kernel, vectorised over input channels
 (``csrc/channels_last_weight_grad.cpp``, see :func:`weight_grads`). The same extension has the
 max pool that keeps a byte per output for its backward pass (:func:`max_pool2d_with_positions`,
-used by :mod:`pyconv_mm.ops.pool`).
+used by :mod:`pyconv_mm.ops.pool`). 3D levels run through the same functions one temporal tap
+at a time (:mod:`pyconv_mm.ops.temporal_taps`).
 ``PYCONV_DIRECT_KERNEL=0`` in the environment or :func:`set_enabled` turns them all off.
 
 Example:
@@ -21,7 +22,7 @@ Example:
 """
 import functools
 import os
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -277,7 +278,8 @@ def _run(x: torch.Tensor, weights: Sequence[torch.Tensor],
 
 
 def input_grad(grad: torch.Tensor, levels: Sequence[nn.Conv2d], weights: Sequence[torch.Tensor],
-               c_offsets: Sequence[int], x: torch.Tensor) -> torch.Tensor:
+               c_offsets: Sequence[int], x: Optional[torch.Tensor],
+               out: Optional[torch.Tensor] = None, accumulate: bool = False) -> torch.Tensor:
     """The gradient of the input ``x`` (N, C_in, H, W) of kernel levels (sharing their stride,
     1 or 2) from their channels of the output gradient ``grad`` (N, C_out, H', W'): every
     level summed into all channels, by the kernel. At stride 1 one call on ``grad`` with the
@@ -285,20 +287,23 @@ def input_grad(grad: torch.Tensor, levels: Sequence[nn.Conv2d], weights: Sequenc
     phase (:func:`stride2_kernel_size`) into that phase's view of the result (the kernel
     copies ``grad`` once for the four phases; a call per phase had copied it four times:
     the strided input gradients of stages 1 and 2 x1.04-1.08 at batch 8, paired medians of
-    three runs). A new tensor like ``x``."""
+    three runs). A new tensor like ``x``, or ``out`` (of ``x``'s size; ``x`` may then be
+    None) written, or with ``accumulate`` added to."""
     n = len(levels)
     transposed = [_transposed(w, lvl.groups) for lvl, w in zip(levels, weights)]
     in_ranges = [(start, w.shape[0]) for start, w in zip(c_offsets, weights)]
-    grad_x = torch.empty_like(x)
+    grad_x = torch.empty_like(x) if out is None else out
     if levels[0].stride[0] == 1:
         _run(grad, [w.flip(-1, -2) for w in transposed], [None] * n,
-             [lvl.dilation[0] for lvl in levels], [0] * n, 1, grad_x, in_ranges=in_ranges)
+             [lvl.dilation[0] for lvl in levels], [0] * n, 1, grad_x, accumulate=accumulate,
+             in_ranges=in_ranges)
     else:
         kernels, paddings = zip(*[_phase_kernel(w, a, b) for a, b in PHASES
                                   for w in transposed])
         _run(grad, kernels, [None] * len(kernels), [1] * len(kernels), [0] * len(kernels), 1,
-             [grad_x[:, :, a::2, b::2] for a, b in PHASES], in_ranges=in_ranges * len(PHASES),
-             paddings=paddings, out_indices=[p for p in range(len(PHASES)) for _ in levels])
+             [grad_x[:, :, a::2, b::2] for a, b in PHASES], accumulate=accumulate,
+             in_ranges=in_ranges * len(PHASES), paddings=paddings,
+             out_indices=[p for p in range(len(PHASES)) for _ in levels])
     return grad_x
 
 
@@ -323,8 +328,10 @@ def _channel_vectorised(x: torch.Tensor, level: nn.Conv2d) -> bool:
     7x7/G8 and 9x9/G16 levels: batch 8, 2 cores (Zen 5), 0.94 -> 0.65 and 1.00 -> 0.67 ms,
     the three grouped levels 2.67 -> 1.91 ms; at stride 2 the column pass, which copies the
     input once for three levels, stays faster: 3.70 against 4.03 ms)."""
-    if not (level.dilation[0] == 1 and level.kernel_size[0] in (3, 5, 7, 9)
-            and x.stride(1) == 1 and level.weight.numel() <= _BY_CHANNELS_MAX_WEIGHT):
+    # pixels of whole channel rows (a frame view of a 1x1 clip may have a pixel stride of 1)
+    channels_last = x.stride(1) == 1 and x.stride(3) >= x.shape[1]
+    if not (level.dilation[0] == 1 and level.kernel_size[0] in (3, 5, 7, 9) and channels_last
+            and level.weight.numel() <= _BY_CHANNELS_MAX_WEIGHT):
         return False
     if x.shape[1] % (16 * level.groups) == 0:
         return True
@@ -390,6 +397,29 @@ def weight_grads(x: torch.Tensor, grad: torch.Tensor, levels: Sequence[nn.Conv2d
     return grads
 
 
+def _convolve(x: torch.Tensor, levels: Sequence[nn.Conv2d], c_offsets: Sequence[int],
+              out: torch.Tensor, weights: Sequence[torch.Tensor],
+              biases: Sequence[Optional[torch.Tensor]]) -> None:
+    """The levels (with ``weights`` and ``biases``) of ``x`` into ``out``, by one kernel call."""
+    _run(x, weights, biases, [lvl.dilation[0] for lvl in levels], c_offsets,
+         levels[0].stride[0], out)
+
+
+class KernelOps(NamedTuple):
+    """What :class:`LevelsFunction` calls to compute levels of one dimensionality by the
+    kernel: ``convolve(x, levels, c_offsets, out, weights, biases)``, ``output_size(x, level)``
+    and the gradients ``input_grad(grad, levels, weights, c_offsets, x)`` and
+    ``weight_grads(x, grad, levels, weights, c_offsets, needed)``."""
+    convolve: Callable
+    output_size: Callable
+    input_grad: Callable
+    weight_grads: Callable
+
+
+#: 2D levels (``nn.Conv2d``): one kernel call each way.
+PLANAR = KernelOps(_convolve, output_size, input_grad, weight_grads)
+
+
 class LevelsFunction(torch.autograd.Function):
     """Kernel levels (stride 1 or 2) and the other levels' outputs assembled into one output,
     with gradients: the input's by the same kernel (a stride-1 grouped convolution's input
@@ -398,27 +428,28 @@ class LevelsFunction(torch.autograd.Function):
     :func:`stride2_kernel_size`), the grouped levels' weights by the kernel's weight-gradient
     pass (at stride 2 it reads the input split into column phases, as the forward does) and an
     ungrouped level's by the stock backward (:func:`weight_grads`), the other levels' by
-    slicing.
+    slicing. 2D levels by :data:`PLANAR`, 3D ones one temporal tap at a time
+    (:data:`~pyconv_mm.ops.temporal_taps.TEMPORAL`).
 
-    ``apply(levels, c_offsets, other_offsets, x, *weights, *biases, *others)``: the kernel's
-    levels, their weights and biases (empty tensors for none) and output channel offsets; the
-    other levels' outputs (autograd-tracked tensors) and their offsets. Returns the PyConv's
-    output in ``x``'s memory format.
+    ``apply(ops, levels, c_offsets, other_offsets, x, *weights, *biases, *others)``: the
+    :class:`KernelOps` of the levels' dimensionality, the kernel's levels, their weights and
+    biases (empty tensors for none) and output channel offsets; the other levels' outputs
+    (autograd-tracked tensors) and their offsets. Returns the PyConv's output in ``x``'s
+    memory format.
     """
 
     @staticmethod
-    def forward(ctx, levels, c_offsets, other_offsets, x, *tensors):
+    def forward(ctx, ops, levels, c_offsets, other_offsets, x, *tensors):
         n = len(levels)
         weights, biases, others = tensors[:n], tensors[n:2 * n], tensors[2 * n:]
         channels = sum(w.shape[0] for w in weights) + sum(o.shape[1] for o in others)
-        stride = levels[0].stride[0]
-        out = empty_output(x, channels, output_size(x, levels[0]))
-        _run(x, weights, [b if b.numel() else None for b in biases],
-             [lvl.dilation[0] for lvl in levels], c_offsets, stride, out)
+        out = empty_output(x, channels, ops.output_size(x, levels[0]))
+        ops.convolve(x, levels, c_offsets, out, weights,
+                     [b if b.numel() else None for b in biases])
         for start, other in zip(other_offsets, others):
             out.narrow(1, start, other.shape[1]).copy_(other)
         ctx.save_for_backward(x, *weights)
-        ctx.levels, ctx.c_offsets, ctx.other_offsets = levels, c_offsets, other_offsets
+        ctx.ops, ctx.levels, ctx.c_offsets, ctx.other_offsets = ops, levels, c_offsets, other_offsets
         ctx.other_channels = [o.shape[1] for o in others]
         ctx.has_bias = [b.numel() > 0 for b in biases]
         return out
@@ -426,17 +457,17 @@ class LevelsFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, *weights = ctx.saved_tensors  # the kernels read any strides of grad
-        levels, n = ctx.levels, len(weights)
-        grad_x = (input_grad(grad, levels, weights, ctx.c_offsets, x)
-                  if ctx.needs_input_grad[3] else None)
-        grad_weights = weight_grads(x.detach(), grad, levels, weights, ctx.c_offsets,
-                                    ctx.needs_input_grad[4:4 + n])
-        grad_biases = [grad.narrow(1, start, w.shape[0]).sum((0, 2, 3)) if has else None
+        ops, levels, n = ctx.ops, ctx.levels, len(weights)
+        grad_x = (ops.input_grad(grad, levels, weights, ctx.c_offsets, x)
+                  if ctx.needs_input_grad[4] else None)
+        grad_weights = ops.weight_grads(x.detach(), grad, levels, weights, ctx.c_offsets,
+                                        ctx.needs_input_grad[5:5 + n])
+        pixels = (0, *range(2, grad.dim()))
+        grad_biases = [grad.narrow(1, start, w.shape[0]).sum(pixels) if has else None
                        for start, w, has in zip(ctx.c_offsets, weights, ctx.has_bias)]
         grad_others = [grad.narrow(1, start, channels)
                        for start, channels in zip(ctx.other_offsets, ctx.other_channels)]
-        return (None, None, None, grad_x, *grad_weights, *grad_biases, *grad_others)
-
+        return (None, None, None, None, grad_x, *grad_weights, *grad_biases, *grad_others)
 
 
 def _register_custom_op() -> bool:
