@@ -144,8 +144,10 @@ def test_pyconvph_loss_with_only_ignored_labels_is_zero():
 ])
 def test_pyconvph_bad_arguments(kwargs, message):
     import pyconv_mm  # noqa: F401
+    from mmengine.registry import DefaultScope
     from mmseg.registry import MODELS
-    with pytest.raises(ValueError, match=message):
+    # in mmseg's scope, whatever scope an earlier test left as the default
+    with DefaultScope.overwrite_default_scope('mmseg'), pytest.raises(ValueError, match=message):
         MODELS.build(dict(type='PyConvPH', in_channels=64, channels=16, reduction_channels=64,
                           num_classes=5, **kwargs))
 

@@ -48,6 +48,30 @@ def test_index_free_pool_matches_the_stock_pool(ours, stock, shape, window, chan
     assert saved == [torch.float32], 'only the input is kept for backward, no int64 indices'
 
 
+@needs_direct_kernel
+@pytest.mark.parametrize('stride', [1, 2])
+def test_one_frame_windows_pool_the_frames_of_clips_in_the_kernel(stride):
+    """A 1x3x3 window over channels_last_3d clips (PyConvResNet3D's shortcuts in stages 1-2)
+    runs as the kernel's 2D pool over their frames, keeping a byte per output: outputs and
+    gradients (of any layout) equal ``nn.MaxPool3d``'s bit for bit, in training and
+    inference."""
+    window = dict(kernel_size=(1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1))
+    torch.manual_seed(0)
+    x = torch.randn(2, 32, 3, 9, 10).contiguous(memory_format=torch.channels_last_3d)
+    x_ours, x_stock = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_ours, saved = _saved_dtypes(IndexFreeMaxPool3d(**window), x_ours)
+    y_stock = nn.MaxPool3d(**window)(x_stock)
+    grad = torch.randn_like(y_stock).contiguous()
+    y_ours.backward(grad)
+    y_stock.backward(grad)
+    assert torch.equal(y_ours, y_stock) and torch.equal(x_ours.grad, x_stock.grad)
+    assert saved == [torch.uint8]
+    assert y_ours.is_contiguous(memory_format=torch.channels_last_3d)
+    assert x_ours.grad.is_contiguous(memory_format=torch.channels_last_3d)
+    with torch.no_grad():
+        assert torch.equal(IndexFreeMaxPool3d(**window)(x), y_stock)
+
+
 def test_index_free_pool_falls_back_where_it_does_not_apply():
     x = torch.randn(1, 2, 8, 8, requires_grad=True)
     with torch.no_grad():  # nothing to save
