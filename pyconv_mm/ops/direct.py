@@ -406,10 +406,13 @@ def _convolve(x: torch.Tensor, levels: Sequence[nn.Conv2d], c_offsets: Sequence[
 
 
 class KernelOps(NamedTuple):
-    """What :class:`LevelsFunction` calls to compute levels of one dimensionality by the
-    kernel: ``convolve(x, levels, c_offsets, out, weights, biases)``, ``output_size(x, level)``
-    and the gradients ``input_grad(grad, levels, weights, c_offsets, x)`` and
-    ``weight_grads(x, grad, levels, weights, c_offsets, needed)``."""
+    """How the kernel computes PyConv levels of one dimensionality: ``usable(x, level)``,
+    ``levels_output(x, levels, c_offsets, channels)`` (inference), and what
+    :class:`LevelsFunction` calls: ``convolve(x, levels, c_offsets, out, weights, biases)``,
+    ``output_size(x, level)`` and the gradients ``input_grad(grad, levels, weights,
+    c_offsets, x)`` and ``weight_grads(x, grad, levels, weights, c_offsets, needed)``."""
+    usable: Callable
+    levels_output: Callable
     convolve: Callable
     output_size: Callable
     input_grad: Callable
@@ -417,7 +420,7 @@ class KernelOps(NamedTuple):
 
 
 #: 2D levels (``nn.Conv2d``): one kernel call each way.
-PLANAR = KernelOps(_convolve, output_size, input_grad, weight_grads)
+PLANAR = KernelOps(usable, levels_output, _convolve, output_size, input_grad, weight_grads)
 
 
 class LevelsFunction(torch.autograd.Function):

@@ -42,9 +42,15 @@ def _in_kernel(x: torch.Tensor, window: Window) -> Optional[Tuple[torch.Tensor, 
         if (kernel[0], stride[0], padding[0]) != (1, 1, 0) or not x.is_contiguous(
                 memory_format=torch.channels_last_3d):
             return None
-        x = x.transpose(1, 2).flatten(0, 1)
+        x = _as_frames(x)
         window = tuple(part[1:] for part in window)
     return (x, window) if direct.pool_usable(x) else None
+
+
+def _as_frames(clips: torch.Tensor) -> torch.Tensor:
+    """Clips (N, C, T, H, W) in channels_last_3d as their frames (N * T, C, H, W) in
+    channels_last (a view)."""
+    return clips.transpose(1, 2).flatten(0, 1)
 
 
 def _clips_of(x: torch.Tensor) -> Optional[Tuple[int, int]]:
@@ -85,8 +91,7 @@ class _CompactMaxPool(torch.autograd.Function):
         kernel_size, stride, padding = ctx.window
         if ctx.positions:
             if ctx.clips is not None:  # the gradient of the clips' frames
-                grad = grad.contiguous(memory_format=torch.channels_last_3d)
-                grad = grad.transpose(1, 2).flatten(0, 1)
+                grad = _as_frames(grad.contiguous(memory_format=torch.channels_last_3d))
             grad_x = direct.max_pool2d_grad(saved, grad, ctx.input_size[-2:],
                                             *ctx.planar_window)
             return _as_clips(grad_x, ctx.clips), None, None, None

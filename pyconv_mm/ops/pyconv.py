@@ -26,6 +26,8 @@ class _PyConvNd(nn.Module):
     conv_cls = nn.Conv2d
     conv_fn = staticmethod(F.conv2d)
     ndim = 2
+    #: how our direct kernel computes the levels (3D: one temporal tap at a time)
+    kernel_ops = direct.PLANAR
 
     def __init__(self,
                  in_channels: int,
@@ -219,7 +221,7 @@ class _PyConvNd(nn.Module):
         whole; oneDNN usually wins the dense level, but not always, e.g. its backward for
         stage 1's strided 3x3 with 16 outputs)."""
         stock = [self._algorithm(level, x) for level in self.levels]
-        usable = {i for i, level in enumerate(self.levels) if self._kernel_usable(x, level)}
+        usable = {i for i, level in enumerate(self.levels) if self.kernel_ops.usable(x, level)}
         grouped = {i for i in usable if self.levels[i].groups > 1}
         if not grouped:
             return stock
@@ -243,13 +245,6 @@ class _PyConvNd(nn.Module):
                                    {name: timed(forms) for name, forms in candidates.items()})
         return candidates.get(choice, stock)
 
-    def _kernel_usable(self, x: torch.Tensor, level: nn.Module) -> bool:
-        """Whether our direct kernel can compute ``level`` on ``x`` (3D: one temporal tap at a
-        time, :mod:`~pyconv_mm.ops.temporal_taps`)."""
-        if self.ndim == 2:
-            return direct.usable(x, level)
-        return temporal_taps.usable(x, level)
-
     def _run_forms(self, x: torch.Tensor, forms: List[str]) -> torch.Tensor:
         if 'direct' in forms:
             return self._forward_into_one_output(x, forms)
@@ -265,16 +260,14 @@ class _PyConvNd(nn.Module):
                   if form == 'direct']
         others = [(start, self._run_level(lvl, x, form))
                   for lvl, start, form in zip(self.levels, starts, forms) if form != 'direct']
-        ops = direct.PLANAR if self.ndim == 2 else temporal_taps.TEMPORAL
         if torch.is_grad_enabled():  # training: the kernel's own gradients
             return direct.LevelsFunction.apply(
-                ops, [lvl for lvl, _ in kernel], [start for _, start in kernel],
+                self.kernel_ops, [lvl for lvl, _ in kernel], [start for _, start in kernel],
                 [start for start, _ in others], x, *[lvl.weight for lvl, _ in kernel],
                 *[lvl.bias if lvl.bias is not None else x.new_empty(0) for lvl, _ in kernel],
                 *[out for _, out in others])
-        levels_output = direct.levels_output if self.ndim == 2 else temporal_taps.levels_output
-        out = levels_output(x, [lvl for lvl, _ in kernel], [start for _, start in kernel],
-                            self.out_channels)
+        out = self.kernel_ops.levels_output(x, [lvl for lvl, _ in kernel],
+                                            [start for _, start in kernel], self.out_channels)
         for start, level_out in others:
             out.narrow(1, start, level_out.shape[1]).copy_(level_out)
         return out
@@ -317,3 +310,4 @@ class PyConv3d(_PyConvNd):
     conv_cls = nn.Conv3d
     conv_fn = staticmethod(F.conv3d)
     ndim = 3
+    kernel_ops = temporal_taps.TEMPORAL

@@ -86,6 +86,12 @@ def _taps_by_offset(levels: Sequence[nn.Conv3d]) -> Dict[int, List[Tuple[int, in
     return dict(sorted(by_offset.items(), key=lambda item: (abs(item[0]), item[0])))
 
 
+def _tap_levels(taps: Sequence[Tuple[int, int]], levels: Sequence[nn.Conv3d],
+                weights: Sequence[torch.Tensor]) -> List[TapLevel]:
+    """The (level, tap) pairs of a run as :class:`TapLevel` s, of ``weights``."""
+    return [tap(levels[i], j, weights[i]) for i, j in taps]
+
+
 class _Run(NamedTuple):
     """One kernel call of a clip: the taps at one offset over output frames [first, end),
     which read input frames ``first * stride + offset`` on, every ``stride``-th."""
@@ -128,11 +134,11 @@ def conv_levels(x: torch.Tensor, levels: Sequence[nn.Conv3d], c_offsets: Sequenc
     for n in range(x.shape[0]):
         clip_in, clip_out = frames(x[n]), frames(out[n])
         for run in runs:
-            direct._run(run.inputs(clip_in), [weights[i][:, :, j] for i, j in run.taps],
+            taps = _tap_levels(run.taps, levels, weights)
+            direct._run(run.inputs(clip_in), [t.weight for t in taps],
                         [biases[i] if run.offset == 0 else None for i, _ in run.taps],
-                        [levels[i].dilation[1] for i, _ in run.taps],
-                        [c_offsets[i] for i, _ in run.taps], spatial_stride,
-                        clip_out[run.first:run.end], accumulate=run.offset != 0)
+                        [t.dilation[0] for t in taps], [c_offsets[i] for i, _ in run.taps],
+                        spatial_stride, clip_out[run.first:run.end], accumulate=run.offset != 0)
     return out
 
 
@@ -165,9 +171,8 @@ def input_grad(grad: torch.Tensor, levels: Sequence[nn.Conv3d],
     for n in range(x.shape[0]):
         clip_grad, clip_grad_x = frames(grad[n]), frames(grad_x[n])
         for run in runs:
-            direct.input_grad(clip_grad[run.first:run.end],
-                              [tap(levels[i], j, weights[i]) for i, j in run.taps],
-                              [weights[i][:, :, j] for i, j in run.taps],
+            taps = _tap_levels(run.taps, levels, weights)
+            direct.input_grad(clip_grad[run.first:run.end], taps, [t.weight for t in taps],
                               [c_offsets[i] for i, _ in run.taps], None,
                               out=run.inputs(clip_grad_x),
                               accumulate=run.offset != 0 or levels[0].stride[0] != 1)
@@ -191,15 +196,16 @@ def weight_grads(x: torch.Tensor, grad: torch.Tensor, levels: Sequence[nn.Conv3d
         for run in runs:
             if not run.taps:
                 continue
+            taps = _tap_levels(run.taps, levels, weights)
             computed = direct.weight_grads(
-                run.inputs(clip_in), clip_grad[run.first:run.end],
-                [tap(levels[i], j, weights[i]) for i, j in run.taps],
-                [weights[i][:, :, j] for i, j in run.taps], [c_offsets[i] for i, _ in run.taps],
-                [True] * len(run.taps))
+                run.inputs(clip_in), clip_grad[run.first:run.end], taps,
+                [t.weight for t in taps], [c_offsets[i] for i, _ in run.taps],
+                [True] * len(taps))
             for (i, j), tap_grad in zip(run.taps, computed):
                 grads[i][:, :, j].add_(tap_grad)
     return grads
 
 
 #: 3D levels (``nn.Conv3d``) for :class:`~pyconv_mm.ops.direct.LevelsFunction`.
-TEMPORAL = direct.KernelOps(conv_levels, output_size, input_grad, weight_grads)
+TEMPORAL = direct.KernelOps(usable, levels_output, conv_levels, output_size, input_grad,
+                            weight_grads)
