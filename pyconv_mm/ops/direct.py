@@ -340,6 +340,28 @@ def _channel_vectorised(x: torch.Tensor, level: nn.Conv2d) -> bool:
             and level.out_channels // level.groups <= in_per_group)
 
 
+def _one_pass_batches(chosen: Sequence[int], weights: Sequence[torch.Tensor]) -> List[List[int]]:
+    """``chosen`` (indices of levels whose weight gradients go by channels, in order) cut into
+    runs whose weights together have at most :data:`_BY_CHANNELS_MAX_WEIGHT` floats: each run
+    is one call of the kernel, which reads the input once for all its levels (each band of
+    input rows stays in L2 from one level to the next), while every thread's accumulators for
+    them still fit in L2. Batch 8, 2 cores (Zen 5), paired medians of 28, against a call per
+    level: PyConvHGResNet's stride-1 weight gradients of stage 1 (four lane-group levels, 12.8
+    MB of input, 21 K floats of weights) x1.17, stage 2 (three, 36 K floats) x1.07; stage 3's
+    two levels (88 K floats together) x0.98 in one call, so they stay apart."""
+    batches: List[List[int]] = []
+    floats = 0
+    for i in chosen:
+        size = weights[i].numel()
+        if batches and floats + size <= _BY_CHANNELS_MAX_WEIGHT:
+            batches[-1].append(i)
+            floats += size
+        else:
+            batches.append([i])
+            floats = size
+    return batches
+
+
 def weight_grads(x: torch.Tensor, grad: torch.Tensor, levels: Sequence[nn.Conv2d],
                  weights: Sequence[torch.Tensor], c_offsets: Sequence[int],
                  needed: Sequence[bool],
@@ -362,6 +384,9 @@ def weight_grads(x: torch.Tensor, grad: torch.Tensor, levels: Sequence[nn.Conv2d
     rounds): stage 1's x1.17-1.22 (strided, activated) and x1.07, stage 2's x1.4-1.75
     (strided; oneDNN's strided dense gradient varies from call to call) and x1.3.
 
+    The levels that go by channels share calls of the kernel, each reading the input once
+    for several levels (:func:`_one_pass_batches`).
+
     With ``activation = (scale, shift)`` (where :func:`activation_in_weight_grads`), the
     levels' input is ``relu(x * scale + shift)``, formed as the kernel reads ``x``: every
     level goes to the kernel, the activated input is never written out.
@@ -377,10 +402,13 @@ def weight_grads(x: torch.Tensor, grad: torch.Tensor, levels: Sequence[nn.Conv2d
     if in_kernel:  # the column-vectorised pass copies the input anyway: grouped levels ride
         in_kernel = sorted(in_kernel + [i for i in by_channels if levels[i].groups > 1])
         by_channels = [i for i in by_channels if levels[i].groups == 1]
-    for i in by_channels:
-        grads[i] = _ext.channels_last_weight_grad(
-            x, grad, c_offsets[i], weights[i].shape[0], levels[i].groups,
-            levels[i].kernel_size[0], levels[i].stride[0], scale, shift)
+    for batch in _one_pass_batches(by_channels, weights):
+        computed = _ext.channels_last_weight_grads(
+            x, grad, [c_offsets[i] for i in batch], [weights[i].shape[0] for i in batch],
+            [levels[i].groups for i in batch], [levels[i].kernel_size[0] for i in batch],
+            levels[batch[0]].stride[0], scale, shift)
+        for i, weight_grad in zip(batch, computed):
+            grads[i] = weight_grad
     if in_kernel:
         computed = _ext.weight_grads(x, grad, [list(weights[i].shape) for i in in_kernel],
                                      [levels[i].dilation[0] for i in in_kernel],

@@ -783,6 +783,99 @@ def test_weight_gradients_go_by_channels_where_the_groups_allow():
 
 
 @needs_direct_kernel
+@pytest.mark.parametrize('stride', [1, 2])
+@pytest.mark.parametrize('activated', [False, True])
+def test_weight_gradients_of_levels_in_one_pass(stride, activated):
+    """``channels_last_weight_grads`` computes several levels' weight gradients in one pass
+    over the input: each equals a call of ``channels_last_weight_grad`` for that level alone,
+    bit for bit (lane groups of 4 and 8 channels with one or two outputs a group, and whole
+    16-channel groups, as in PyConvHGResNet's stride-1 PyConvs), and oneDNN's gradient of the
+    (activated) input within fp32 rounding."""
+    from pyconv_mm.ops import direct
+    torch.manual_seed(stride * 2 + activated)
+    x = torch.randn(2, 64, 13, 10).contiguous(memory_format=torch.channels_last)
+    levels = [nn.Conv2d(64, 16, 3, stride, 1, groups=16, bias=False),  # 4 in, 1 out a group
+              nn.Conv2d(64, 16, 9, stride, 4, groups=16, bias=False),
+              nn.Conv2d(64, 16, 7, stride, 3, groups=8, bias=False),  # 8 in, 2 out a group
+              nn.Conv2d(64, 8, 5, stride, 2, groups=4, bias=False)]  # 16 in, 2 out a group
+    if stride == 2:  # lane groups go by channels at stride 1 only
+        levels = [levels[3], nn.Conv2d(64, 8, 3, 2, 1, bias=False)]
+    offsets, start = [], 3
+    for level in levels:
+        offsets.append(start)
+        start += level.out_channels
+    out_size = [(s - 1) // stride + 1 for s in x.shape[2:]]
+    grad = torch.randn(2, start + 2, *out_size)
+    scale, shift = torch.rand(64) + 0.5, torch.randn(64) * 0.5
+    activation = (scale, shift) if activated else (torch.empty(0), torch.empty(0))
+    read = torch.relu(x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)) if activated else x
+    got = direct._ext.channels_last_weight_grads(
+        x, grad, offsets, [lvl.out_channels for lvl in levels], [lvl.groups for lvl in levels],
+        [lvl.kernel_size[0] for lvl in levels], stride, *activation)
+    assert len(got) == len(levels)
+    for level, offset, weight_grad in zip(levels, offsets, got):
+        alone = direct._ext.channels_last_weight_grad(
+            x, grad, offset, level.out_channels, level.groups, level.kernel_size[0], stride,
+            *activation)
+        assert torch.equal(weight_grad, alone)
+        want = torch.ops.aten.convolution_backward(
+            grad.narrow(1, offset, level.out_channels), read, level.weight, None,
+            [stride] * 2, list(level.padding), [1, 1], False, [0, 0], level.groups,
+            [False, True, False])[1]
+        torch.testing.assert_close(weight_grad, want, rtol=1e-5, atol=1e-4)
+
+
+def test_levels_share_a_weight_gradient_pass_while_their_weights_fit():
+    """Levels going by channels share one call while their weights together stay within the
+    per-thread accumulators' limit (PyConvHGResNet: stage 1's four levels and stage 2's three
+    in one call each, stage 3's two apart)."""
+    from pyconv_mm.ops import direct
+    limit = direct._BY_CHANNELS_MAX_WEIGHT
+
+    def weights(*floats):
+        return [torch.empty(n) for n in floats]
+    stage1 = weights(32 * 4 * 9, 32 * 4 * 25, 32 * 4 * 49, 32 * 4 * 81)
+    assert direct._one_pass_batches([0, 1, 2, 3], stage1) == [[0, 1, 2, 3]]
+    stage3 = weights(256 * 16 * 9, 256 * 8 * 25)
+    assert direct._one_pass_batches([0, 1], stage3) == [[0], [1]]
+    mixed = weights(limit // 2, limit // 2, 1, limit, 7)
+    assert direct._one_pass_batches([0, 1, 2, 3, 4], mixed) == [[0, 1], [2], [3], [4]]
+    assert direct._one_pass_batches([1, 3], mixed) == [[1], [3]]
+    assert direct._one_pass_batches([], mixed) == []
+
+
+@needs_direct_kernel
+def test_hg_pyconv_weight_gradients_match_reference_convs():
+    """A PyConvHGResNet stage-1 and stage-2 PyConv (every level a lane group, their weight
+    gradients in one pass) trained through the module: its output and every gradient equal
+    those of the reference grouped convolutions within fp32 rounding."""
+    from pyconv_mm.ops import set_algorithm
+    torch.manual_seed(0)
+    for channels, kernels, groups, shares, size in [
+            (128, [3, 5, 7, 9], [32] * 4, None, 12), (256, [3, 5, 7], [32, 64, 64],
+                                                      [0.25, 0.25, 0.5], 9)]:
+        pyconv = PyConv2d(channels, channels, kernels, groups, bias=False, shares=shares)
+        x = torch.randn(2, channels, size, size).contiguous(memory_format=torch.channels_last)
+        x.requires_grad_()
+        set_algorithm('direct')
+        try:
+            out = pyconv(x)
+            grad = torch.randn_like(out)
+            out.backward(grad)
+        finally:
+            set_algorithm('auto')
+        ref_x = x.detach().clone().requires_grad_()
+        ref_weights = [lvl.weight.detach().clone().requires_grad_() for lvl in pyconv.levels]
+        ref_out = torch.cat([F.conv2d(ref_x, w, None, 1, lvl.padding, 1, lvl.groups)
+                             for lvl, w in zip(pyconv.levels, ref_weights)], 1)
+        ref_out.backward(grad)
+        torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(x.grad, ref_x.grad, rtol=1e-5, atol=1e-4)
+        for lvl, w in zip(pyconv.levels, ref_weights):
+            torch.testing.assert_close(lvl.weight.grad, w.grad, rtol=1e-5, atol=1e-4)
+
+
+@needs_direct_kernel
 def test_channels_last_weight_gradient_reports_bad_input():
     from pyconv_mm.ops import direct
     x = torch.randn(2, 32, 8, 8).contiguous(memory_format=torch.channels_last)

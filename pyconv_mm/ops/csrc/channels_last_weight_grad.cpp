@@ -289,44 +289,110 @@ bool takes_groups(int64_t in_per_group, int64_t out_per_group) {
 
 }  // namespace
 
-// Gradient (C_out, C_in / G, K, K) of the weight of a convolution with G groups (kernel K in
-// 3, 5, 7, 9, stride 1 or 2, padding (K - 1) / 2, dilation 1) with input `x` (N, C_in, H, W),
-// channels_last with C_in / G a multiple of 16, from `grad` channels [c_offset, c_offset +
-// C_out) (any strides). With `scale` and `shift` (C_in values each; empty: none) the input
-// is max(x * scale + shift, 0).
-torch::Tensor channels_last_weight_grad(const torch::Tensor& x, const torch::Tensor& grad,
-                                        int64_t c_offset, int64_t out_channels, int64_t groups,
-                                        int64_t kernel, int64_t stride,
-                                        const torch::Tensor& scale, const torch::Tensor& shift) {
+namespace {
+
+// One level of a call: where its gradient channels start, its shape and tile function, and
+// where its accumulators lie in each thread's block of them.
+struct LevelPlan {
+  ChannelsTileFn fn;
+  int64_t c_offset, out_channels, in_per_group, out_per_group, kernel, acc_at, acc_floats;
+};
+
+void check_inputs(const torch::Tensor& x, const torch::Tensor& grad, int64_t stride) {
   TORCH_CHECK(supported(), kWhat, "this CPU has no AVX-512");
   TORCH_CHECK(x.dim() == 4 && grad.dim() == 4 && x.scalar_type() == torch::kFloat &&
                   grad.scalar_type() == torch::kFloat && x.device().is_cpu() &&
                   grad.device().is_cpu(),
               kWhat, "expected 4D float32 CPU tensors, got ", x.sizes(), " ", x.scalar_type(),
               " and ", grad.sizes(), " ", grad.scalar_type());
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t C = x.size(1);
   TORCH_CHECK(x.stride(1) == 1 && x.stride(3) >= C && C % 16 == 0, kWhat,
               "the input must be channels_last with whole 16-channel blocks, got ", x.sizes(),
               " with strides ", x.strides());
   TORCH_CHECK(stride == 1 || stride == 2, kWhat, "stride must be 1 or 2, got ", stride);
+}
+
+LevelPlan plan_level(const torch::Tensor& x, const torch::Tensor& grad, int64_t c_offset,
+                     int64_t out_channels, int64_t groups, int64_t kernel, int64_t stride,
+                     bool activation, int64_t acc_at) {
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   TORCH_CHECK(groups >= 1 && C % groups == 0 && out_channels % groups == 0 &&
                   takes_groups(C / groups, out_channels / groups),
               kWhat, groups, " groups need to divide the input's ", C, " and the output's ",
               out_channels, " channels, with whole 16-channel blocks of input per group, or "
               "2, 4 or 8 input channels and at most as many output channels per group");
   const int64_t in_per_group = C / groups, out_per_group = out_channels / groups;
-  const bool activation = scale.numel() > 0;
   const ChannelsTileFn fn =
       activation ? pick_channels_grad<true>(kernel, in_per_group, out_per_group, stride)
                  : pick_channels_grad<false>(kernel, in_per_group, out_per_group, stride);
   TORCH_CHECK(fn != nullptr, kWhat, "kernel size ", kernel, " not supported (3, 5, 7 or 9)");
-  const int64_t P = (kernel - 1) / 2;
   const int64_t Ho = (H - 1) / stride + 1, Wo = (W - 1) / stride + 1;
   TORCH_CHECK(grad.size(0) == N && grad.size(2) == Ho && grad.size(3) == Wo && c_offset >= 0 &&
                   out_channels > 0 && c_offset + out_channels <= grad.size(1),
               kWhat, "gradient channels [", c_offset, ", ", c_offset + out_channels, ") of ",
               grad.sizes(), " for an input ", x.sizes(), " at stride ", stride, " (expected (",
               N, ", >= ", c_offset + out_channels, ", ", Ho, ", ", Wo, "))");
+  return {fn,           c_offset, out_channels, in_per_group, out_per_group,
+          kernel,       acc_at,   kernel * kernel * out_channels * in_per_group};
+}
+
+// The level's weight gradient (C_out, C_in / G, K, K): its accumulators summed over threads.
+torch::Tensor gather_level(const LevelPlan& L, const std::vector<float>& acc, int64_t threads,
+                           int64_t thread_floats, int64_t C, const torch::TensorOptions& options) {
+  const int64_t kernel = L.kernel, in_per_group = L.in_per_group, out_per_group = L.out_per_group;
+  auto result = torch::empty({L.out_channels, in_per_group, kernel, kernel}, options);
+  float* r = result.data_ptr<float>();
+  const float* a = acc.data() + L.acc_at;
+  const bool lane_groups = in_per_group % 16 != 0;  // accumulators [ky][kx][block][j][lane]
+  for (int64_t co = 0; co < L.out_channels; ++co)
+    for (int64_t ci = 0; ci < in_per_group; ++ci)
+      for (int64_t ky = 0; ky < kernel; ++ky)
+        for (int64_t kx = 0; kx < kernel; ++kx) {
+          float sum = 0.f;
+          const int64_t channel = co / out_per_group * in_per_group + ci;  // input channel
+          const int64_t at =
+              lane_groups ? (((ky * kernel + kx) * (C / 16) + channel / 16) * out_per_group +
+                             co % out_per_group) * 16 + channel % 16
+                          : ((ky * kernel + kx) * L.out_channels + co) * in_per_group + ci;
+          for (int64_t thread = 0; thread < threads; ++thread) sum += a[thread * thread_floats + at];
+          r[((co * in_per_group + ci) * kernel + ky) * kernel + kx] = sum;
+        }
+  return result;
+}
+
+}  // namespace
+
+// Gradients (C_out, C_in / G, K, K) of the weights of convolution levels sharing their input
+// and stride (level i: G = groups[i], kernel K = kernels[i] in 3, 5, 7, 9, padding (K - 1) /
+// 2, dilation 1), with input `x` (N, C_in, H, W), channels_last with whole 16-channel blocks
+// of input per group or lane groups (see takes_groups), from `grad` channels [c_offsets[i],
+// c_offsets[i] + out_channels[i]) (any strides). With `scale` and `shift` (C_in values each;
+// empty: none) the input is max(x * scale + shift, 0).
+//
+// Each task (an image's band of output rows) runs every level in turn, so that the band's
+// input rows, read from memory for the first level, are in L2 for the others (stage 1's
+// stride-1 PyConv of PyConvHGResNet reads its 12.8 MB input once instead of four times). The
+// tasks, their split among threads and each level's sums are those of a call per level: the
+// same bits.
+std::vector<torch::Tensor> channels_last_weight_grads(
+    const torch::Tensor& x, const torch::Tensor& grad, const std::vector<int64_t>& c_offsets,
+    const std::vector<int64_t>& out_channels, const std::vector<int64_t>& groups,
+    const std::vector<int64_t>& kernels, int64_t stride, const torch::Tensor& scale,
+    const torch::Tensor& shift) {
+  check_inputs(x, grad, stride);
+  const size_t levels = c_offsets.size();
+  TORCH_CHECK(out_channels.size() == levels && groups.size() == levels &&
+                  kernels.size() == levels,
+              kWhat, "one output channel count, group count and kernel size per offset");
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const bool activation = scale.numel() > 0;
+  std::vector<LevelPlan> plans;
+  int64_t thread_floats = 0;
+  for (size_t i = 0; i < levels; ++i) {
+    plans.push_back(plan_level(x, grad, c_offsets[i], out_channels[i], groups[i], kernels[i],
+                               stride, activation, thread_floats));
+    thread_floats += plans.back().acc_floats;
+  }
   torch::Tensor scale_c, shift_c;
   if (activation) {
     TORCH_CHECK(scale.numel() == C && shift.numel() == C && scale.scalar_type() == torch::kFloat &&
@@ -336,12 +402,12 @@ torch::Tensor channels_last_weight_grad(const torch::Tensor& x, const torch::Ten
     scale_c = scale.contiguous();
     shift_c = shift.contiguous();
   }
+  const int64_t Ho = (H - 1) / stride + 1, Wo = (W - 1) / stride + 1;
   const int64_t bands = (Ho + kWeightGradBandRows - 1) / kWeightGradBandRows;
   const int64_t threads = at::get_num_threads();
-  const int64_t acc_floats = kernel * kernel * out_channels * in_per_group;
-  std::vector<float> acc(threads * acc_floats, 0.f);
+  std::vector<float> acc(threads * thread_floats, 0.f);
   const float* xd = x.data_ptr<float>();
-  const float* gd = grad.data_ptr<float>() + c_offset * grad.stride(1);
+  const float* gd = grad.data_ptr<float>();
   at::parallel_for(0, N * bands, 1, [&](int64_t begin, int64_t end) {
     ChannelsTask t;
     t.x_row = x.stride(2);
@@ -352,37 +418,37 @@ torch::Tensor channels_last_weight_grad(const torch::Tensor& x, const torch::Ten
     t.scale = activation ? scale_c.data_ptr<float>() : nullptr;
     t.shift = activation ? shift_c.data_ptr<float>() : nullptr;
     t.C = C;
-    t.CO = out_channels;
-    t.in_per_group = in_per_group;
-    t.out_per_group = out_per_group;
     t.H = H;
     t.W = W;
     t.Wo = Wo;
     t.S = stride;
-    t.P = P;
-    t.acc = acc.data() + at::get_thread_num() * acc_floats;
+    float* const thread_acc = acc.data() + at::get_thread_num() * thread_floats;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / bands, y0 = task % bands * kWeightGradBandRows;
       t.x = xd + n * x.stride(0);
-      t.grad = gd + n * grad.stride(0);
-      fn(t, y0, std::min(Ho, y0 + kWeightGradBandRows));
+      for (const LevelPlan& L : plans) {
+        t.grad = gd + n * grad.stride(0) + L.c_offset * grad.stride(1);
+        t.CO = L.out_channels;
+        t.in_per_group = L.in_per_group;
+        t.out_per_group = L.out_per_group;
+        t.P = (L.kernel - 1) / 2;
+        t.acc = thread_acc + L.acc_at;
+        L.fn(t, y0, std::min(Ho, y0 + kWeightGradBandRows));
+      }
     }
   });
-  auto result = torch::empty({out_channels, in_per_group, kernel, kernel}, x.options());
-  float* r = result.data_ptr<float>();
-  const bool lane_groups = in_per_group % 16 != 0;  // accumulators [ky][kx][block][j][lane]
-  for (int64_t co = 0; co < out_channels; ++co)
-    for (int64_t ci = 0; ci < in_per_group; ++ci)
-      for (int64_t ky = 0; ky < kernel; ++ky)
-        for (int64_t kx = 0; kx < kernel; ++kx) {
-          float sum = 0.f;
-          const int64_t channel = co / out_per_group * in_per_group + ci;  // input channel
-          const int64_t at =
-              lane_groups ? (((ky * kernel + kx) * (C / 16) + channel / 16) * out_per_group +
-                             co % out_per_group) * 16 + channel % 16
-                          : ((ky * kernel + kx) * out_channels + co) * in_per_group + ci;
-          for (int64_t thread = 0; thread < threads; ++thread) sum += acc[thread * acc_floats + at];
-          r[((co * in_per_group + ci) * kernel + ky) * kernel + kx] = sum;
-        }
-  return result;
+  std::vector<torch::Tensor> results;
+  for (const LevelPlan& L : plans)
+    results.push_back(gather_level(L, acc, threads, thread_floats, C, x.options()));
+  return results;
+}
+
+// Gradient (C_out, C_in / G, K, K) of the weight of one convolution level: see
+// channels_last_weight_grads.
+torch::Tensor channels_last_weight_grad(const torch::Tensor& x, const torch::Tensor& grad,
+                                        int64_t c_offset, int64_t out_channels, int64_t groups,
+                                        int64_t kernel, int64_t stride,
+                                        const torch::Tensor& scale, const torch::Tensor& shift) {
+  return channels_last_weight_grads(x, grad, {c_offset}, {out_channels}, {groups}, {kernel},
+                                    stride, scale, shift)[0];
 }

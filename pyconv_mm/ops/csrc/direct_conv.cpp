@@ -1224,6 +1224,11 @@ torch::Tensor channels_last_weight_grad(const torch::Tensor& x, const torch::Ten
                                         int64_t c_offset, int64_t out_channels, int64_t groups,
                                         int64_t kernel, int64_t stride,
                                         const torch::Tensor& scale, const torch::Tensor& shift);
+std::vector<torch::Tensor> channels_last_weight_grads(
+    const torch::Tensor& x, const torch::Tensor& grad, const std::vector<int64_t>& c_offsets,
+    const std::vector<int64_t>& out_channels, const std::vector<int64_t>& groups,
+    const std::vector<int64_t>& kernels, int64_t stride, const torch::Tensor& scale,
+    const torch::Tensor& shift);
 
 // pointwise_weight_grad.cpp
 torch::Tensor pointwise_weight_grad(const torch::Tensor& x, const torch::Tensor& grad);
@@ -1259,6 +1264,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("channels_last_weight_grad", &channels_last_weight_grad,
         "weight gradient of a level with whole 16-channel blocks of input per group, or groups "
         "of 2, 4 or 8 channels, from a channels_last input, vectorised over its channels");
+  m.def("channels_last_weight_grads", &channels_last_weight_grads,
+        "channels_last_weight_grad of several levels sharing their input and stride, in one "
+        "pass over the input");
   m.def("pointwise_weight_grad", &pointwise_weight_grad,
         "weight gradient of a 1x1 convolution (stride 1, no groups) from a channels-last "
         "input and output gradient");
