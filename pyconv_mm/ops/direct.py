@@ -319,15 +319,17 @@ def activation_in_weight_grads(x: torch.Tensor) -> bool:
 _BY_CHANNELS_MAX_WEIGHT = 64 << 10
 
 
-def _channel_vectorised(x: torch.Tensor, level: nn.Conv2d) -> bool:
+def _channel_vectorised(x: torch.Tensor, level: nn.Conv2d,
+                        strided_lanes: bool = False) -> bool:
     """Whether the weight gradient of ``level`` goes to the kernel's gradient vectorised over
     input channels (``csrc/channels_last_weight_grad.cpp``): a channels_last input, dilation
     1, a weight of at most 64 K floats, and whole 16-channel blocks of input per group (a
     dense level, or e.g. stage 1's 5x5/G4 level, 16 channels a group) or, at stride 1, lane
     groups of 2, 4 or 8 input channels and at most as many outputs per group (stage 1's
     7x7/G8 and 9x9/G16 levels: batch 8, 2 cores (Zen 5), 0.94 -> 0.65 and 1.00 -> 0.67 ms,
-    the three grouped levels 2.67 -> 1.91 ms; at stride 2 the column pass, which copies the
-    input once for three levels, stays faster: 3.70 against 4.03 ms)."""
+    the three grouped levels 2.67 -> 1.91 ms). At stride 2, lane groups only with
+    ``strided_lanes`` (:func:`_strided_lanes`): with a call per level, the column pass, which
+    copies the input once for three levels, was faster (3.70 against 4.03 ms)."""
     # pixels of whole channel rows (a frame view of a 1x1 clip may have a pixel stride of 1)
     channels_last = x.stride(1) == 1 and x.stride(3) >= x.shape[1]
     if not (level.dilation[0] == 1 and level.kernel_size[0] in (3, 5, 7, 9) and channels_last
@@ -336,8 +338,34 @@ def _channel_vectorised(x: torch.Tensor, level: nn.Conv2d) -> bool:
     if x.shape[1] % (16 * level.groups) == 0:
         return True
     in_per_group = x.shape[1] // level.groups
-    return (level.stride[0] == 1 and x.shape[1] % 16 == 0 and in_per_group in (2, 4, 8)
-            and level.out_channels // level.groups <= in_per_group)
+    return ((level.stride[0] == 1 or strided_lanes) and x.shape[1] % 16 == 0
+            and in_per_group in (2, 4, 8) and level.out_channels // level.groups <= in_per_group)
+
+
+def _in_place(x: torch.Tensor, level: nn.Conv2d) -> bool:
+    """Whether ``level``'s weight gradient goes by channels with whole 16-channel blocks of
+    input per group (a dense level, say): it reads the input in place at any stride."""
+    return _channel_vectorised(x, level) and x.shape[1] % (16 * level.groups) == 0
+
+
+def _strided_lanes(x: torch.Tensor, levels: Sequence[nn.Conv2d], wanted: Sequence[int],
+                   activated: bool) -> bool:
+    """Whether, at stride 2, lane-group levels go by channels too (one pass over the input
+    for all the levels by channels, :func:`_one_pass_batches`) instead of to the column pass,
+    which copies the input: where more than one level would then go by channels and, with an
+    activation, one of them reads the input in place anyway (lane groups apply the activation
+    once per kernel row, where the column pass applies it once as it copies). Batch 8, 2
+    cores (Zen 5), all of a PyConv's weight gradients, against the column pass:
+    PyConvHGResNet's strided stage-2 PyConv (three lane-group levels, 25.7 MB) 4.9 -> 3.1 ms,
+    PyConvResNet's strided stage-1 one (activated; two lane-group levels beside a dense and a
+    16-channel-group one) 7.6 -> 4.8 ms, its first block forward and backward x1.06-1.07
+    (paired medians of 32); PyConvHGResNet's strided stage-1 one (activated, four lane-group
+    levels of 4 channels, 51 MB) 8.8 -> 8.5-11.2 ms by lane groups: it keeps the column
+    pass."""
+    if not levels or levels[0].stride[0] != 2:
+        return False
+    by_lanes = [i for i in wanted if _channel_vectorised(x, levels[i], strided_lanes=True)]
+    return len(by_lanes) > 1 and (not activated or any(_in_place(x, levels[i]) for i in by_lanes))
 
 
 def _one_pass_batches(chosen: Sequence[int], weights: Sequence[torch.Tensor]) -> List[List[int]]:
@@ -396,7 +424,8 @@ def weight_grads(x: torch.Tensor, grad: torch.Tensor, levels: Sequence[nn.Conv2d
     scale, shift = ((empty, empty) if activation is None
                     else (activation[0].detach().float(), activation[1].detach().float()))
     wanted = [i for i in range(len(levels)) if needed[i]]
-    by_channels = [i for i in wanted if _channel_vectorised(x, levels[i])]
+    strided_lanes = _strided_lanes(x, levels, wanted, activation is not None)
+    by_channels = [i for i in wanted if _channel_vectorised(x, levels[i], strided_lanes)]
     in_kernel = [i for i in wanted if i not in by_channels
                  and (levels[i].groups > 1 or activation is not None)]
     if in_kernel:  # the column-vectorised pass copies the input anyway: grouped levels ride

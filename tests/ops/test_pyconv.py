@@ -846,15 +846,18 @@ def test_levels_share_a_weight_gradient_pass_while_their_weights_fit():
 
 @needs_direct_kernel
 def test_hg_pyconv_weight_gradients_match_reference_convs():
-    """A PyConvHGResNet stage-1 and stage-2 PyConv (every level a lane group, their weight
-    gradients in one pass) trained through the module: its output and every gradient equal
-    those of the reference grouped convolutions within fp32 rounding."""
+    """A PyConvHGResNet stage-1 and stage-2 PyConv, and a strided stage-2 one (every level a
+    lane group, their weight gradients in one pass) trained through the module: its output
+    and every gradient equal those of the reference grouped convolutions within fp32
+    rounding."""
     from pyconv_mm.ops import set_algorithm
     torch.manual_seed(0)
-    for channels, kernels, groups, shares, size in [
-            (128, [3, 5, 7, 9], [32] * 4, None, 12), (256, [3, 5, 7], [32, 64, 64],
-                                                      [0.25, 0.25, 0.5], 9)]:
-        pyconv = PyConv2d(channels, channels, kernels, groups, bias=False, shares=shares)
+    for channels, kernels, groups, shares, size, stride in [
+            (128, [3, 5, 7, 9], [32] * 4, None, 12, 1),
+            (256, [3, 5, 7], [32, 64, 64], [0.25, 0.25, 0.5], 9, 1),
+            (256, [3, 5, 7], [32, 64, 64], [0.25, 0.25, 0.5], 10, 2)]:  # strided lane groups
+        pyconv = PyConv2d(channels, channels, kernels, groups, stride=stride, bias=False,
+                          shares=shares)
         x = torch.randn(2, channels, size, size).contiguous(memory_format=torch.channels_last)
         x.requires_grad_()
         set_algorithm('direct')
@@ -866,13 +869,71 @@ def test_hg_pyconv_weight_gradients_match_reference_convs():
             set_algorithm('auto')
         ref_x = x.detach().clone().requires_grad_()
         ref_weights = [lvl.weight.detach().clone().requires_grad_() for lvl in pyconv.levels]
-        ref_out = torch.cat([F.conv2d(ref_x, w, None, 1, lvl.padding, 1, lvl.groups)
+        ref_out = torch.cat([F.conv2d(ref_x, w, None, stride, lvl.padding, 1, lvl.groups)
                              for lvl, w in zip(pyconv.levels, ref_weights)], 1)
         ref_out.backward(grad)
         torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(x.grad, ref_x.grad, rtol=1e-5, atol=1e-4)
         for lvl, w in zip(pyconv.levels, ref_weights):
             torch.testing.assert_close(lvl.weight.grad, w.grad, rtol=1e-5, atol=1e-4)
+
+
+def test_strided_lane_groups_go_by_channels_in_one_pass_where_they_pay():
+    """At stride 2, lane-group levels go by channels (one pass over the input with the other
+    levels) where more than one level then does and, with an activation, one of them reads
+    the input in place anyway; elsewhere (one level alone, an activated input with lane
+    groups only, stride 1) the rule does not apply."""
+    from pyconv_mm.ops import direct
+    x = torch.empty(2, 64, 8, 8).contiguous(memory_format=torch.channels_last)
+
+    def level(out_channels, kernel, groups, stride=2):
+        return nn.Conv2d(64, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False)
+    lanes = [level(16, 3, 16), level(16, 9, 16), level(16, 7, 8)]  # 4, 4 and 8 channels a group
+    dense = level(8, 3, 1)
+    assert direct._strided_lanes(x, lanes, [0, 1, 2], activated=False)
+    assert not direct._strided_lanes(x, lanes, [0, 1, 2], activated=True)
+    assert direct._strided_lanes(x, lanes + [dense], [0, 1, 2, 3], activated=True)
+    assert not direct._strided_lanes(x, lanes, [1], activated=False)  # one level: column pass
+    assert not direct._strided_lanes(x, [level(16, 3, 16, 1), level(16, 9, 16, 1)], [0, 1],
+                                     activated=False)  # stride 1: lane groups anyway
+    assert direct._channel_vectorised(x, lanes[0], strided_lanes=True)
+    assert not direct._channel_vectorised(x, lanes[0])
+
+
+@needs_direct_kernel
+@pytest.mark.parametrize('activated', [False, True])
+def test_strided_weight_gradients_by_lane_groups_match_onednn(activated):
+    """``direct.weight_grads`` of strided lane-group levels (beside a dense one when
+    activated) runs them in one pass by channels: each equals the kernel's call for that
+    level alone, bit for bit, and oneDNN's gradient of the (activated) input within fp32
+    rounding; with 256 channels of 56 columns the kernel's bands of output rows are halved
+    to 2 (so that the band's input stays in L2)."""
+    from pyconv_mm.ops import direct
+    torch.manual_seed(activated)
+    x = torch.randn(1, 256, 7, 56).contiguous(memory_format=torch.channels_last)
+    levels = [nn.Conv2d(256, 64, 3, 2, 1, groups=32, bias=False),  # 8 in, 2 out a group
+              nn.Conv2d(256, 64, 5, 2, 2, groups=64, bias=False),  # 4 in, 1 out
+              nn.Conv2d(256, 128, 7, 2, 3, groups=64, bias=False)]  # 4 in, 2 out
+    if activated:
+        levels.append(nn.Conv2d(256, 16, 3, 2, 1, bias=False))
+    offsets = [0, 64, 128, 256][:len(levels)]
+    grad = torch.randn(1, sum(lvl.out_channels for lvl in levels), 4, 28)
+    scale, shift = torch.rand(256) + 0.5, torch.randn(256) * 0.5
+    activation = (scale, shift) if activated else None
+    read = torch.relu(x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)) if activated else x
+    weights = [lvl.weight for lvl in levels]
+    got = direct.weight_grads(x, grad, levels, weights, offsets, [True] * len(levels),
+                              activation)
+    empty = torch.empty(0)
+    for lvl, offset, weight_grad in zip(levels, offsets, got):
+        alone = direct._ext.channels_last_weight_grad(
+            x, grad, offset, lvl.out_channels, lvl.groups, lvl.kernel_size[0], 2,
+            *(activation or (empty, empty)))
+        assert torch.equal(weight_grad, alone)
+        want = torch.ops.aten.convolution_backward(
+            grad.narrow(1, offset, lvl.out_channels), read, lvl.weight, None, [2, 2],
+            list(lvl.padding), [1, 1], False, [0, 0], lvl.groups, [False, True, False])[1]
+        torch.testing.assert_close(weight_grad, want, rtol=1e-5, atol=1e-4)
 
 
 @needs_direct_kernel
