@@ -91,6 +91,30 @@ def test_conv_trains_as_the_module_with_our_weight_gradient(dims, monkeypatch):
     assert grad_w.shape == conv.weight.shape
 
 
+@pytest.mark.parametrize('size', [(7, 7), (1, 3), (8, 8), (9, 12)])
+def test_small_images_run_the_forward_as_one_row_of_pixels(size, monkeypatch):
+    """A channels_last input whose images have fewer than 64 pixels (stage 4's 7x7) runs its
+    1x1 forward as one image of all the batch's pixels: output (channels_last, as the
+    module's), input and weight gradients as the module's within fp32 rounding; 64 pixels
+    and more run as they are."""
+    conv, reference = _pair(dict(in_channels=64, out_channels=48, kernel_size=1, bias=False))
+    x = _channels_last(torch.randn(3, 64, *size))
+    rows = []
+    as_one_row = pointwise._as_one_row
+    monkeypatch.setattr(pointwise, '_as_one_row', lambda t: rows.append(t.shape) or as_one_row(t))
+    out, grad_x, grad_w = _step(pointwise.conv, conv, x)
+    expected = _step(lambda module, data: module(data), reference, x)
+    assert rows == ([x.shape] if size[0] * size[1] < 64 else [])
+    assert out.shape == expected[0].shape and out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, expected[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad_x, expected[1], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad_w, expected[2], rtol=1e-5, atol=1e-6)
+    nchw = x.contiguous()  # other layouts run as they are
+    torch.testing.assert_close(pointwise.forward(nchw, conv.weight.detach()),
+                               reference(nchw).detach(), rtol=1e-5, atol=1e-6)
+    assert len(rows) == (1 if size[0] * size[1] < 64 else 0)
+
+
 @pytest.mark.parametrize('block_type', [PyConvBottleneck, PyConvBasicBlock])
 @pytest.mark.parametrize('with_cp', [False, True])
 def test_blocks_train_as_with_the_stock_backward(block_type, with_cp, monkeypatch):
