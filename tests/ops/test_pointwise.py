@@ -55,6 +55,29 @@ def test_weight_grad_matches_the_stock_backward(in_channels, out_channels, spati
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
 
 
+@pytest.mark.parametrize('in_channels, out_channels, spatial', [
+    (512, 272, (1, 9, 9)),  # a large weight over 162 pixels: one chunk
+    (512, 272, (1, 25, 27)),  # 1350 pixels: three even chunks of 450
+    (512, 272, (1, 33, 32)),  # 2112 pixels (over 2048): chunks of 128 as for a small weight
+])
+def test_weight_grad_of_a_large_weight_over_few_pixels(in_channels, out_channels, spatial):
+    """Where the output channels are split between threads (a weight of more than 128 K
+    floats) over at most 2048 pixels (stages 3 and 4 of PyConvHGResNet at 224x224), the
+    pixels go in even chunks of at most 512: the stock backward's gradient within fp32
+    rounding."""
+    torch.manual_seed(1)
+    x = _channels_last(torch.randn(2, in_channels, spatial[1], spatial[2]))
+    grad = _channels_last(torch.randn(2, out_channels, spatial[1], spatial[2]))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        got = pointwise.weight_grad(x, grad)
+    finally:
+        torch.set_num_threads(before)
+    expected = _stock_weight_grad(x, grad)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+
+
 def _pair(conv_args: dict, dims: int = 2):
     torch.manual_seed(0)
     conv_cls = nn.Conv2d if dims == 2 else nn.Conv3d

@@ -41,6 +41,24 @@ constexpr int kTileRows = 12;
 // Weight gradients of at most this many floats are split by pixels (a copy per thread).
 constexpr int64_t kSplitPixelsMaxWeight = 128 << 10;
 
+// Split by output channels, a thread's rows of dW (1 to 4 MB at stages 3 and 4) leave L2 and
+// are loaded and stored again for every chunk: over at most kLongChunksMaxPixels pixels
+// (PyConvHGResNet's stages 3 and 4 at 224x224: 1568 and 392), chunks are the pixels cut evenly
+// into pieces of at most kLongChunkPixels (392 each), whose 32-channel input rows (50 KB)
+// still come from L2. Batch 8, 2 cores (Zen 5), caches flushed between calls, paired medians:
+// 7x7 1024 -> 2048 and 2048 -> 1024 x1.29-1.31, 14x14 1024 -> 512, 1024 -> 1024 and
+// 512 -> 1024 x1.02-1.06; at 28x28 (6272 pixels) long chunks lost (x0.94-0.97).
+constexpr int64_t kLongChunkPixels = 512;
+constexpr int64_t kLongChunksMaxPixels = 2048;
+
+// Pixels of a chunk for a thread summing `pixels` pixels into `weight_floats` floats of dW.
+int64_t chunk_pixels(int64_t pixels, int64_t weight_floats) {
+  if (weight_floats <= kSplitPixelsMaxWeight || pixels > kLongChunksMaxPixels)
+    return kChunkPixels;
+  const int64_t chunks = (pixels + kLongChunkPixels - 1) / kLongChunkPixels;
+  return (pixels + chunks - 1) / chunks;
+}
+
 // The two matrices, pixel-major: g[p * ldg + co], x[p * ldx + ci].
 struct Operands {
   const float* g;
@@ -94,13 +112,13 @@ inline void weight_tile(const float* __restrict g, int64_t ldg, const float* __r
 // one chunk of pixels from `p` (kTileRows at a time, then 4, then 1).
 template <int NV>
 void chunk_tiles(const Operands& op, int64_t p, int64_t pixels, int64_t n, int64_t m0,
-                 int64_t m1, float* dw, int64_t ldw, bool first, bool prefetch) {
+                 int64_t m1, float* dw, int64_t ldw, bool first, bool prefetch, int64_t chunk) {
   const float* g = op.g + p * op.ldg;
   const float* x = op.x + p * op.ldx + n;
   // the next chunk's g rows are prefetched by the tiles of the first input vectors, its x
   // rows by the first tile of each
-  const int64_t ahead_g = prefetch && n == 0 ? kChunkPixels * op.ldg : 0;
-  const int64_t ahead_x = prefetch ? kChunkPixels * op.ldx : 0;
+  const int64_t ahead_g = prefetch && n == 0 ? chunk * op.ldg : 0;
+  const int64_t ahead_x = prefetch ? chunk * op.ldx : 0;
   int64_t m = m0;
   for (; m + kTileRows <= m1; m += kTileRows)
     weight_tile<kTileRows, NV>(g + m, op.ldg, x, op.ldx, pixels, dw + m * ldw + n, ldw, first,
@@ -114,15 +132,16 @@ void chunk_tiles(const Operands& op, int64_t p, int64_t pixels, int64_t n, int64
 }
 
 // dw[m0:m1][0:N] = sum over pixels [p0, p1) of g[p][m] * x[p][0:N] (N a multiple of 16;
-// p0 < p1).
+// p0 < p1), `chunk` pixels at a time.
 void weight_grad_range(const Operands& op, int64_t N, int64_t p0, int64_t p1, int64_t m0,
-                       int64_t m1, float* dw) {
-  for (int64_t p = p0; p < p1; p += kChunkPixels) {
-    const int64_t pixels = std::min(kChunkPixels, p1 - p);
-    const bool first = p == p0, prefetch = p + kChunkPixels < p1;
+                       int64_t m1, float* dw, int64_t chunk) {
+  for (int64_t p = p0; p < p1; p += chunk) {
+    const int64_t pixels = std::min(chunk, p1 - p);
+    const bool first = p == p0, prefetch = p + chunk < p1;
     int64_t n = 0;
-    for (; n + 32 <= N; n += 32) chunk_tiles<2>(op, p, pixels, n, m0, m1, dw, N, first, prefetch);
-    if (n < N) chunk_tiles<1>(op, p, pixels, n, m0, m1, dw, N, first, prefetch);
+    for (; n + 32 <= N; n += 32) chunk_tiles<2>(op, p, pixels, n, m0, m1, dw, N, first, prefetch,
+                                                     chunk);
+    if (n < N) chunk_tiles<1>(op, p, pixels, n, m0, m1, dw, N, first, prefetch, chunk);
   }
 }
 
@@ -168,7 +187,7 @@ torch::Tensor pointwise_weight_grad(const torch::Tensor& x, const torch::Tensor&
     at::parallel_for(0, threads, 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t)
         weight_grad_range(op, N, P * t / threads, P * (t + 1) / threads, 0, M,
-                          t == 0 ? out : copies.data() + (t - 1) * M * N);
+                          t == 0 ? out : copies.data() + (t - 1) * M * N, kChunkPixels);
     });
     for (int64_t t = 1; t < threads; ++t) {
       const float* copy = copies.data() + (t - 1) * M * N;
@@ -180,7 +199,7 @@ torch::Tensor pointwise_weight_grad(const torch::Tensor& x, const torch::Tensor&
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t m0 = std::min(M, units * t / threads * 4);
         const int64_t m1 = std::min(M, units * (t + 1) / threads * 4);
-        if (m0 < m1) weight_grad_range(op, N, 0, P, m0, m1, out);
+        if (m0 < m1) weight_grad_range(op, N, 0, P, m0, m1, out, chunk_pixels(P, M * N));
       }
     });
   }
