@@ -124,9 +124,12 @@ def forward(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     if (x.dim() == 4 and x.shape[2] * x.shape[3] < FLAT_FORWARD_MAX_PIXELS and x.numel()
             and x.is_contiguous(memory_format=torch.channels_last)):
         n, _, h, w = x.shape
-        out = F.conv2d(_as_one_row(x), weight)  # (1, C_out, 1, N * H * W), channels_last
-        return out.as_strided((n, out.shape[1], h, w),
-                              (h * w * out.shape[1], 1, w * out.shape[1], out.shape[1]))
+        row = F.conv2d(_as_one_row(x), weight)  # (1, C_out, 1, N * H * W), channels_last
+        c = row.shape[1]
+        # a tensor of its own on the row's memory, not a view of it: autograd forbids in-place
+        # ops (an inplace ReLU after the convolution) on views a custom Function returns
+        return row.new_empty(0).set_(row.untyped_storage(), row.storage_offset(), (n, c, h, w),
+                                     (h * w * c, 1, w * c, c))
     return (F.conv2d if x.dim() == 4 else F.conv3d)(x, weight)
 
 

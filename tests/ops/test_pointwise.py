@@ -138,6 +138,27 @@ def test_small_images_run_the_forward_as_one_row_of_pixels(size, monkeypatch):
     assert len(rows) == (1 if size[0] * size[1] < 64 else 0)
 
 
+@pytest.mark.parametrize('size', [(7, 7), (8, 8)])
+def test_output_takes_an_inplace_activation(size):
+    """The output is a tensor of its own (not a view autograd would forbid modifying in
+    place), so an inplace ReLU may follow the convolution, as in ``Sequential(conv, ReLU(True))``:
+    gradients as the module's."""
+    conv, reference = _pair(dict(in_channels=32, out_channels=16, kernel_size=1, bias=False))
+    x = _channels_last(torch.randn(2, 32, *size))
+    views = []
+
+    def conv_then_relu(module, data):
+        out = pointwise.conv(module, data)
+        views.append(out._is_view())
+        return out.relu_()
+
+    out, grad_x, grad_w = _step(conv_then_relu, conv, x)
+    expected = _step(lambda module, data: module(data).relu_(), reference, x)
+    assert views == [False]
+    for got, want in zip((out, grad_x, grad_w), expected):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize('block_type', [PyConvBottleneck, PyConvBasicBlock])
 @pytest.mark.parametrize('with_cp', [False, True])
 def test_blocks_train_as_with_the_stock_backward(block_type, with_cp, monkeypatch):
