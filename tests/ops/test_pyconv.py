@@ -686,6 +686,15 @@ def test_weight_gradients_of_an_activated_input(stride, size):
                             activation=(scale, shift))
 
 
+def _level_weight_grad_by_channels(x, grad, c_offset, out_channels, groups, kernel, stride,
+                                   scale, shift):
+    """One level's weight gradient from the kernel vectorised over input channels: a call of
+    ``channels_last_weight_grads`` with that level alone."""
+    from pyconv_mm.ops import direct
+    return direct._ext.channels_last_weight_grads(x, grad, [c_offset], [out_channels], [groups],
+                                                  [kernel], stride, scale, shift)[0]
+
+
 @needs_direct_kernel
 @pytest.mark.parametrize('kernel,stride,size,out_channels,groups', [
     (3, 1, (9, 13), 16, 1), (3, 2, (12, 10), 24, 1), (3, 2, (11, 7), 6, 1), (5, 1, (10, 9), 12, 2),
@@ -713,8 +722,8 @@ def test_channels_last_weight_gradient_reads_the_input_in_place(kernel, stride, 
     activation = (scale, shift) if activated else (torch.empty(0), torch.empty(0))
     for fmt in (torch.contiguous_format, torch.channels_last):
         grad = torch.randn(2, out_channels + 5, *out_size).contiguous(memory_format=fmt)
-        got = direct._ext.channels_last_weight_grad(x, grad, 3, out_channels, groups, kernel,
-                                                    stride, *activation)
+        got = _level_weight_grad_by_channels(x, grad, 3, out_channels, groups, kernel, stride,
+                                             *activation)
         want = torch.ops.aten.convolution_backward(
             grad.narrow(1, 3, out_channels), read, weight, None, [stride] * 2, [kernel // 2] * 2,
             [1, 1], False, [0, 0], groups, [False, True, False])[1]
@@ -743,9 +752,9 @@ def test_weight_gradients_go_by_channels_where_the_groups_allow():
     grad, empty = torch.randn(2, 64, 10, 12), torch.empty(0)
 
     def by_channels(i):
-        return direct._ext.channels_last_weight_grad(x, grad, offsets[i], weights[i].shape[0],
-                                                     levels[i].groups, levels[i].kernel_size[0],
-                                                     1, empty, empty)
+        return _level_weight_grad_by_channels(x, grad, offsets[i], weights[i].shape[0],
+                                              levels[i].groups, levels[i].kernel_size[0], 1,
+                                              empty, empty)
 
     def by_columns(i):
         return direct._ext.weight_grads(x, grad, [list(weights[i].shape)], [1], [offsets[i]],
@@ -787,7 +796,7 @@ def test_weight_gradients_go_by_channels_where_the_groups_allow():
 @pytest.mark.parametrize('activated', [False, True])
 def test_weight_gradients_of_levels_in_one_pass(stride, activated):
     """``channels_last_weight_grads`` computes several levels' weight gradients in one pass
-    over the input: each equals a call of ``channels_last_weight_grad`` for that level alone,
+    over the input: each equals a call for that level alone,
     bit for bit (lane groups of 4 and 8 channels with one or two outputs a group, and whole
     16-channel groups, as in PyConvHGResNet's stride-1 PyConvs), and oneDNN's gradient of the
     (activated) input within fp32 rounding."""
@@ -814,7 +823,7 @@ def test_weight_gradients_of_levels_in_one_pass(stride, activated):
         [lvl.kernel_size[0] for lvl in levels], stride, *activation)
     assert len(got) == len(levels)
     for level, offset, weight_grad in zip(levels, offsets, got):
-        alone = direct._ext.channels_last_weight_grad(
+        alone = _level_weight_grad_by_channels(
             x, grad, offset, level.out_channels, level.groups, level.kernel_size[0], stride,
             *activation)
         assert torch.equal(weight_grad, alone)
@@ -926,7 +935,7 @@ def test_strided_weight_gradients_by_lane_groups_match_onednn(activated):
                               activation)
     empty = torch.empty(0)
     for lvl, offset, weight_grad in zip(levels, offsets, got):
-        alone = direct._ext.channels_last_weight_grad(
+        alone = _level_weight_grad_by_channels(
             x, grad, offset, lvl.out_channels, lvl.groups, lvl.kernel_size[0], 2,
             *(activation or (empty, empty)))
         assert torch.equal(weight_grad, alone)
@@ -944,8 +953,8 @@ def test_channels_last_weight_gradient_reports_bad_input():
 
     def by_channels(x, grad, c_offset=0, out_channels=4, groups=1, kernel=3, stride=1,
                     scale=empty, shift=empty):
-        return direct._ext.channels_last_weight_grad(x, grad, c_offset, out_channels, groups,
-                                                     kernel, stride, scale, shift)
+        return _level_weight_grad_by_channels(x, grad, c_offset, out_channels, groups, kernel,
+                                              stride, scale, shift)
     with pytest.raises(RuntimeError, match='must be channels_last with whole 16-channel blocks'):
         by_channels(x.contiguous(), grad)
     with pytest.raises(RuntimeError, match='must be channels_last with whole 16-channel blocks'):

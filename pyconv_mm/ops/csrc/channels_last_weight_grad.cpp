@@ -459,13 +459,3 @@ std::vector<torch::Tensor> channels_last_weight_grads(
     results.push_back(gather_level(L, acc, threads, thread_floats, C, x.options()));
   return results;
 }
-
-// Gradient (C_out, C_in / G, K, K) of the weight of one convolution level: see
-// channels_last_weight_grads.
-torch::Tensor channels_last_weight_grad(const torch::Tensor& x, const torch::Tensor& grad,
-                                        int64_t c_offset, int64_t out_channels, int64_t groups,
-                                        int64_t kernel, int64_t stride,
-                                        const torch::Tensor& scale, const torch::Tensor& shift) {
-  return channels_last_weight_grads(x, grad, {c_offset}, {out_channels}, {groups}, {kernel},
-                                    stride, scale, shift)[0];
-}

@@ -1220,10 +1220,6 @@ torch::Tensor max_pool2d_grad(const torch::Tensor& positions, const torch::Tenso
                               const std::vector<int64_t>& padding);
 
 // channels_last_weight_grad.cpp
-torch::Tensor channels_last_weight_grad(const torch::Tensor& x, const torch::Tensor& grad,
-                                        int64_t c_offset, int64_t out_channels, int64_t groups,
-                                        int64_t kernel, int64_t stride,
-                                        const torch::Tensor& scale, const torch::Tensor& shift);
 std::vector<torch::Tensor> channels_last_weight_grads(
     const torch::Tensor& x, const torch::Tensor& grad, const std::vector<int64_t>& c_offsets,
     const std::vector<int64_t>& out_channels, const std::vector<int64_t>& groups,
@@ -1261,12 +1257,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("conv_levels", &conv_levels,
         "grouped levels of a PyConv written into their channel ranges of one output");
   m.def("weight_grads", &weight_grads, "weight gradients of levels of stride 1 or 2");
-  m.def("channels_last_weight_grad", &channels_last_weight_grad,
-        "weight gradient of a level with whole 16-channel blocks of input per group, or groups "
-        "of 2, 4 or 8 channels, from a channels_last input, vectorised over its channels");
   m.def("channels_last_weight_grads", &channels_last_weight_grads,
-        "channels_last_weight_grad of several levels sharing their input and stride, in one "
-        "pass over the input");
+        "weight gradients of levels sharing their input and stride, each with whole 16-channel "
+        "blocks of input per group or groups of 2, 4 or 8 channels, from a channels_last input, "
+        "vectorised over its channels, in one pass over the input");
   m.def("pointwise_weight_grad", &pointwise_weight_grad,
         "weight gradient of a 1x1 convolution (stride 1, no groups) from a channels-last "
         "input and output gradient");

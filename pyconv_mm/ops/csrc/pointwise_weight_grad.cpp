@@ -182,12 +182,13 @@ torch::Tensor pointwise_weight_grad(const torch::Tensor& x, const torch::Tensor&
   const Operands op{grad.data_ptr<float>(), M, x.data_ptr<float>(), N};
   float* out = dw.data_ptr<float>();
   const int64_t threads = std::min<int64_t>(at::get_num_threads(), P);
+  const int64_t chunk = chunk_pixels(P, M * N);
   if (M * N <= kSplitPixelsMaxWeight) {  // pixels split, a copy of dW per thread after the first
     std::vector<float> copies((threads - 1) * M * N);
     at::parallel_for(0, threads, 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t)
         weight_grad_range(op, N, P * t / threads, P * (t + 1) / threads, 0, M,
-                          t == 0 ? out : copies.data() + (t - 1) * M * N, kChunkPixels);
+                          t == 0 ? out : copies.data() + (t - 1) * M * N, chunk);
     });
     for (int64_t t = 1; t < threads; ++t) {
       const float* copy = copies.data() + (t - 1) * M * N;
@@ -199,7 +200,7 @@ torch::Tensor pointwise_weight_grad(const torch::Tensor& x, const torch::Tensor&
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t m0 = std::min(M, units * t / threads * 4);
         const int64_t m1 = std::min(M, units * (t + 1) / threads * 4);
-        if (m0 < m1) weight_grad_range(op, N, 0, P, m0, m1, out, chunk_pixels(P, M * N));
+        if (m0 < m1) weight_grad_range(op, N, 0, P, m0, m1, out, chunk);
       }
     });
   }
